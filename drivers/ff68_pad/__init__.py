@@ -1,0 +1,1 @@
+"""The `ff68_pad` device profile."""

@@ -1,0 +1,1 @@
+"""The `led_text` device profile."""

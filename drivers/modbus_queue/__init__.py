@@ -1,0 +1,1 @@
+"""The `modbus_queue` device profile."""

@@ -1,0 +1,1 @@
+"""The `zk_push` device profile."""

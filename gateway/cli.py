@@ -1,0 +1,134 @@
+"""`hallgw`: run the gateway, check a config, run the demo hall."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any, Final
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, Secrets, load_config, resolve_secrets
+from gateway.errors import StoreError
+from gateway.registry import unsupported_devices
+
+log = logging.getLogger("hallgw")
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2  # DEVELOPERS.md: config errors exit 2 with the field's path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hallgw", description="Edge gateway for the hardware of a government service hall."
+    )
+    parser.add_argument("--version", action="version", version=f"hall-gateway {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run the gateway")
+    run.add_argument("-c", "--config", required=True, help="the YAML config file")
+    check = commands.add_parser("check-config", help="validate a config file; exit 2 if invalid")
+    check.add_argument("file")
+    demo = commands.add_parser("demo", help="run a simulated hall with the gateway")
+    demo.add_argument("--http-port", type=int, default=8080, help="main listener (0: any free)")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "check-config":
+        return check_config(args.file)
+    if args.command == "run":
+        return run_gateway(args.config)
+    from gateway.demo import run_demo  # noqa: PLC0415  # the demo pulls in the simulators
+
+    return run_until_stopped(run_demo(http_port=args.http_port, keep=args.keep))
+
+
+def check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        _print_errors(err.errors)
+        return EXIT_CONFIG
+    _secrets, missing = resolve_secrets(config)
+    for line in [*missing, *unsupported_devices([d.profile for d in config.devices])]:
+        print(f"warning: {line}", file=sys.stderr)  # noqa: T201
+    print("OK")  # noqa: T201
+    return EXIT_OK
+
+
+def load_for_run(path: str) -> tuple[Config, Secrets] | int:
+    """The config and its secrets, or the exit status after printing why they cannot be used."""
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        _print_errors(err.errors)
+        return EXIT_CONFIG
+    secrets, missing = resolve_secrets(config)
+    problems = [*missing, *unsupported_devices([d.profile for d in config.devices])]
+    if problems:
+        _print_errors(problems)
+        return EXIT_CONFIG
+    return config, secrets
+
+
+def run_gateway(path: str) -> int:
+    loaded = load_for_run(path)
+    if isinstance(loaded, int):
+        return loaded
+    config, secrets = loaded
+    from gateway.app import Gateway  # noqa: PLC0415  # keeps check-config free of the runtime
+
+    return run_until_stopped(Gateway(config, secrets).run())
+
+
+def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
+    """Run `work` until it ends or SIGTERM/SIGINT arrives; then stop it cleanly."""
+
+    async def supervise() -> int:
+        task = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("stopped")
+        except Exception as err:
+            causes = _leaves(err)
+            if not all(isinstance(cause, StoreError | OSError) for cause in causes):
+                raise
+            # a port in use, a store that cannot be opened: say so, without a traceback
+            for cause in causes:
+                log.error("cannot run: %s", cause)
+            return EXIT_FAILURE
+        return EXIT_OK
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(supervise())
+    return EXIT_OK
+
+
+def _leaves(err: BaseException) -> list[BaseException]:
+    if isinstance(err, BaseExceptionGroup):
+        return [leaf for inner in err.exceptions for leaf in _leaves(inner)]
+    return [err]
+
+
+def _print_errors(errors: list[str]) -> None:
+    for line in errors:
+        print(line, file=sys.stderr)  # noqa: T201
+
+
+if __name__ == "__main__":
+    sys.exit(main())

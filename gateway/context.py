@@ -1,0 +1,57 @@
+"""What a driver is given when it is mounted: hall time, where facts go, device state, the
+roster, the serial buses and the device listener."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from gateway.bus import EventBus
+from gateway.clock import Clock
+from gateway.config import Config, Secrets
+from gateway.devices import PROFILE_KINDS, DeviceHub
+from gateway.metrics import Metrics
+from gateway.roster import Roster
+from gateway.runner import DeviceRunner
+from gateway.serialbus import SerialBus
+from gateway.store import Store
+
+
+class Display(Protocol):
+    """A device that can show a text message for a while (`cmd/display/{device_id}`)."""
+
+    async def show_message(self, text: str, seconds: float) -> None:
+        """Show `text` for `seconds`, then what was shown before; raise DeviceError on failure."""
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    site: str
+    config: Config
+    secrets: Secrets
+    clock: Clock
+    bus: EventBus
+    hub: DeviceHub
+    store: Store
+    roster: Roster
+    metrics: Metrics
+    buses: Mapping[str, SerialBus]
+    device_http: web.Application
+
+    def runner(self, device_id: str, profile: str, **options: Any) -> DeviceRunner:
+        return DeviceRunner(device_id, PROFILE_KINDS[profile], self.hub, self.metrics, **options)
+
+
+@dataclass
+class Mounted:
+    """A driver mounted in the gateway: what to run, restore and close, and what it offers."""
+
+    device_id: str
+    restore: Callable[[], Awaitable[None]] | None = None
+    task: Callable[[], Coroutine[Any, Any, None]] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
+    display: Display | None = None
+    extras: dict[str, Any] = field(default_factory=dict)

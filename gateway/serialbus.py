@@ -1,0 +1,348 @@
+"""Serial buses: the transport that moves bytes, the link that pairs requests with answers, and
+the scheduler that owns a bus and gives every device on it its turn.
+
+One scheduler per serial port carries polls and writes alike, so a write never collides with a
+poll, and a dead device costs its bus only its own timeouts (an offline device is polled every
+5 s, not every sweep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol, TypeVar
+
+import serial
+import serial_asyncio_fast
+
+from gateway.codec import Decoder, FrameError
+from gateway.config import BusConfig
+from gateway.errors import BadFrame, DeviceError, DeviceIOError, DeviceTimeout, RequestResult
+from gateway.metrics import Metrics
+from gateway.runner import OFFLINE_POLL_S, Backoff, DeviceRunner
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+F = TypeVar("F")
+
+# 8N1: a start bit, 8 data bits and a stop bit on the wire for every byte
+BITS_PER_BYTE: Final = 10
+# a port that vanished (USB re-plug, serial server reboot) is usually back within seconds
+REOPEN_INITIAL_S: Final = 0.5
+REOPEN_MAX_S: Final = 5.0
+# writes waiting for their turn on one bus; past this a write is refused, not queued forever
+PENDING_WRITES_MAX: Final = 64
+
+
+def wire_time(nbytes: int, baudrate: int) -> float:
+    return nbytes * BITS_PER_BYTE / baudrate
+
+
+class _Receiver(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.arrived = asyncio.Event()
+        self.lost: BaseException | None = None
+        self.closed = False
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.arrived.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.lost = exc
+        self.arrived.set()
+
+
+class SerialPort:
+    """Moves bytes to and from one serial port: a device, a by-id link, or `socket://`."""
+
+    def __init__(self, url: str, baudrate: int) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self._transport: asyncio.BaseTransport | None = None
+        self._receiver: _Receiver | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._receiver is not None and not self._receiver.closed
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, receiver = await serial_asyncio_fast.create_serial_connection(
+                loop, _Receiver, self.url, baudrate=self.baudrate
+            )
+        except (serial.SerialException, OSError, ValueError) as err:
+            raise DeviceIOError(f"cannot open {self.url}: {err}") from err
+        self._transport = transport
+        assert isinstance(receiver, _Receiver)
+        self._receiver = receiver
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = None
+        self._receiver = None
+
+    def write(self, data: bytes) -> None:
+        receiver = self._live()
+        assert isinstance(self._transport, asyncio.WriteTransport)
+        try:
+            self._transport.write(data)
+        except (serial.SerialException, OSError) as err:
+            raise DeviceIOError(f"cannot write to {self.url}: {err}") from err
+        if receiver.closed:
+            raise DeviceIOError(f"{self.url} closed while writing")
+
+    def discard_input(self) -> None:
+        self._live().buffer.clear()
+
+    async def receive(self, deadline: float) -> bytes:
+        """Whatever has arrived, waiting until loop time `deadline` for at least one byte."""
+        receiver = self._live()
+        while not receiver.buffer:
+            if receiver.closed:
+                raise DeviceIOError(f"{self.url} was closed ({receiver.lost or 'end of file'})")
+            receiver.arrived.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await receiver.arrived.wait()
+            except TimeoutError:
+                raise DeviceTimeout(f"no answer on {self.url}") from None
+        data = bytes(receiver.buffer)
+        receiver.buffer.clear()
+        return data
+
+    def _live(self) -> _Receiver:
+        if self._receiver is None:
+            raise DeviceIOError(f"{self.url} is not open")
+        if self._receiver.closed and not self._receiver.buffer:
+            raise DeviceIOError(f"{self.url} was closed ({self._receiver.lost or 'end of file'})")
+        return self._receiver
+
+
+AttemptCounter = Callable[[RequestResult, float], None]
+
+
+class BusLink:
+    """Request/answer exchanges on one open port. The bus scheduler makes them one at a time."""
+
+    def __init__(self, port: SerialPort, *, timeout_s: float, retries: int) -> None:
+        self.port = port
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._rx = bytearray()
+
+    async def exchange(
+        self,
+        request: bytes,
+        decode: Decoder[F],
+        match: Callable[[F], T | None],
+        count: AttemptCounter,
+        *,
+        retries: int | None = None,
+    ) -> T:
+        """Send `request` and return `match(frame)` for the first frame it does not return None
+        for (a frame of another device, or a late answer, is skipped), retrying on failure.
+
+        `match` raises BadResponse for an answer that is the device's but unusable. Every attempt
+        is counted with its result. The answer's wait starts when the request has left the wire,
+        so a slow bus does not eat into the device's own answer time.
+        """
+        attempts = 1 + (self.retries if retries is None else retries)
+        loop = asyncio.get_running_loop()
+        for attempt in range(attempts):
+            started = loop.time()
+            try:
+                answer = await self._attempt(request, decode, match, started)
+            except DeviceError as err:
+                count(err.result, loop.time() - started)
+                if err.reconnect or attempt == attempts - 1:
+                    raise
+                continue
+            count("ok", loop.time() - started)
+            return answer
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def send(self, data: bytes) -> None:
+        """Write without waiting for an answer (a broadcast); returns when it has left the wire."""
+        self.port.write(data)
+        await asyncio.sleep(wire_time(len(data), self.port.baudrate))
+
+    async def _attempt(
+        self, request: bytes, decode: Decoder[F], match: Callable[[F], T | None], started: float
+    ) -> T:
+        self._rx.clear()
+        self.port.discard_input()  # late bytes of an earlier answer must not pass for this one
+        self.port.write(request)
+        deadline = started + wire_time(len(request), self.port.baudrate) + self.timeout_s
+        bad_frames = 0
+        while True:
+            while self._rx:
+                try:
+                    consumed, frame = decode(self._rx)
+                except FrameError as err:
+                    del self._rx[: max(1, err.consumed)]
+                    bad_frames += 1
+                    log.debug("%s: bad frame (%s)", self.port.url, err.reason)
+                    continue
+                del self._rx[:consumed]
+                if frame is not None:
+                    answer = match(frame)
+                    if answer is not None:
+                        return answer
+                elif consumed == 0:
+                    break  # a partial frame: wait for the rest
+            if bad_frames:
+                raise BadFrame(f"{bad_frames} bad frame(s) on {self.port.url}")
+            self._rx += await self.port.receive(deadline)
+
+
+class BusMember(Protocol):
+    """A device on a shared bus. The scheduler calls `poll` in the device's turn."""
+
+    runner: DeviceRunner
+
+    async def poll(self, link: BusLink) -> None:
+        """One poll; raise DeviceError when it fails."""
+
+
+BusJob = Callable[[BusLink], Awaitable[T]]
+
+
+class SerialBus:
+    """Owns one serial port and sweeps its members in turn; writes run between two polls."""
+
+    def __init__(self, config: BusConfig, metrics: Metrics) -> None:
+        self.id = config.id
+        self.url = config.url
+        self.baudrate = config.baudrate
+        self.up = False
+        self._port = SerialPort(config.url, config.baudrate)
+        self._link = BusLink(self._port, timeout_s=config.timeout_ms / 1000, retries=config.retries)
+        self._metrics = metrics
+        self._members: list[BusMember] = []
+        self._writes: asyncio.Queue[tuple[BusJob[object], asyncio.Future[object]]] = asyncio.Queue(
+            PENDING_WRITES_MAX
+        )
+        self._write_waiting = asyncio.Event()
+        self._reopen = Backoff(REOPEN_INITIAL_S, REOPEN_MAX_S)
+
+    @property
+    def members(self) -> tuple[BusMember, ...]:
+        return tuple(self._members)
+
+    def add(self, member: BusMember) -> None:
+        self._members.append(member)
+
+    async def submit(self, job: BusJob[T]) -> T:
+        """Run `job` with the link in the next gap between two polls and return its result."""
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        try:
+            self._writes.put_nowait((job, future))
+        except asyncio.QueueFull:
+            message = f"bus {self.id}: {PENDING_WRITES_MAX} writes already waiting"
+            raise DeviceError(message) from None
+        self._write_waiting.set()
+        return await future  # type: ignore[return-value]  # the job's own result
+
+    async def run(self) -> None:
+        """Open the port, sweep, and reopen it whenever it is lost, until cancelled."""
+        try:
+            while True:
+                try:
+                    await self._port.open()
+                except DeviceIOError as err:
+                    self._everyone_failed(err)
+                    await self._idle(self._reopen.next())
+                    continue
+                self._reopen.reset()
+                self.up = True
+                log.info("bus %s: %s open", self.id, self.url)
+                try:
+                    await self._sweep_forever()
+                except DeviceIOError as err:
+                    log.warning("bus %s: lost %s: %s", self.id, self.url, err)
+                finally:
+                    self.up = False
+                    self._port.close()
+        finally:
+            self._fail_waiting_writes(DeviceIOError(f"bus {self.id} stopped"))
+
+    async def _sweep_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            polled = 0
+            for member in self._members:
+                await self._run_writes()
+                now = loop.time()
+                if not member.runner.due(now):
+                    continue
+                member.runner.attempted(now)
+                polled += 1
+                try:
+                    await member.poll(self._link)
+                except DeviceError as err:
+                    member.runner.poll_failed(err.result, str(err))
+                    if err.reconnect:
+                        raise DeviceIOError(str(err)) from err
+                else:
+                    member.runner.poll_ok()
+            await self._run_writes()
+            if polled:
+                self._metrics.bus_sweep.labels(self.id).observe(loop.time() - started)
+            else:
+                await self._idle(self._until_next_due(loop.time()))
+
+    async def _run_writes(self) -> None:
+        while not self._writes.empty():
+            job, future = self._writes.get_nowait()
+            if future.cancelled():
+                continue
+            try:
+                result = await job(self._link)
+            except DeviceError as err:
+                if not future.done():
+                    future.set_exception(err)
+                if err.reconnect:
+                    raise DeviceIOError(str(err)) from err
+            else:
+                if not future.done():
+                    future.set_result(result)
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait, but wake early for a write, which can run as soon as the port is open."""
+        self._write_waiting.clear()
+        if not self._writes.empty():
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._write_waiting.wait()
+        except TimeoutError:
+            pass
+
+    def _until_next_due(self, now: float) -> float:
+        dues = [m.runner.next_due() for m in self._members]
+        times = [d for d in dues if d is not None]
+        return max(0.0, min(times) - now) if times else OFFLINE_POLL_S
+
+    def _everyone_failed(self, err: DeviceError) -> None:
+        """The port itself cannot be opened: every member due now fails with the port's error."""
+        loop_now = asyncio.get_running_loop().time()
+        for member in self._members:
+            if member.runner.due(loop_now):
+                member.runner.attempted(loop_now)
+                member.runner.count_request(err.result)
+                member.runner.poll_failed(err.result, str(err))
+        self._fail_waiting_writes(err)
+
+    def _fail_waiting_writes(self, err: DeviceError) -> None:
+        while not self._writes.empty():
+            _job, future = self._writes.get_nowait()
+            if not future.done():
+                future.set_exception(err)

@@ -1,0 +1,74 @@
+"""Fixtures shared by the suite: a real broker per test, and the checks every test gets."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.mosquitto import Mosquitto
+
+# a callback that holds the loop this long is a blocking call in the loop: the test fails
+SLOW_CALLBACK_S = 1.0
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path / "mosquitto")
+    await mosquitto.start()
+    try:
+        yield mosquitto
+    finally:
+        await mosquitto.stop()
+
+
+class _LoopBlocked(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing ") and " took " in message:
+            self.records.append(message)
+
+
+@pytest.fixture(autouse=True)
+def _loop_stays_responsive() -> Iterator[None]:
+    """asyncio's debug mode reports callbacks that block the loop; any such report fails."""
+    handler = _LoopBlocked()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    assert not handler.records, f"blocking calls in the event loop: {handler.records}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function):
+            item.fixturenames.append("_no_leaked_tasks")
+
+
+@pytest.fixture
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Async tests fail on tasks left running and on callbacks that block the loop."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK_S
+    before = asyncio.all_tasks()
+    yield
+    await asyncio.sleep(0)  # let finished tasks finish being done
+    leaked = [
+        t for t in asyncio.all_tasks() - before
+        if t is not asyncio.current_task() and not t.done()
+    ]
+    for task in leaked:
+        task.cancel()
+    assert not leaked, f"tasks left running: {[t.get_name() for t in leaked]}"
