@@ -30,7 +30,7 @@ def journal_entry(event: Event, *, flags: str = "", published: bool = True) -> J
     return JournalEntry(
         event_id=event.event_id,
         kind=event.kind,
-        subject=event.subject,
+        subject=event.topic_subject,
         device_id=event.device_id,
         ts=iso(event.ts),
         ts_epoch=event.ts.timestamp(),

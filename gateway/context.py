@@ -3,6 +3,7 @@ roster, the serial buses and the device listener."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,4 +55,7 @@ class Mounted:
     task: Callable[[], Coroutine[Any, Any, None]] | None = None
     close: Callable[[], Awaitable[None]] | None = None
     display: Display | None = None
+    # when the device is supposed to be on (None: always); a kiosk watched only in service
+    # hours is not an outage at night, and alerts ask this before firing
+    expected_on: Callable[[dt.datetime], bool] | None = None
     extras: dict[str, Any] = field(default_factory=dict)

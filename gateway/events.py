@@ -6,10 +6,9 @@ the same fact, published again, has the same id.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, PlainSerializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 from gateway.clock import iso
 
@@ -36,7 +35,7 @@ class Event(BaseModel):
     device_id: str | None
 
     @property
-    def subject(self) -> str:
+    def topic_subject(self) -> str:
         """The last level of the event's topic: the reporting device, unless the kind says not."""
         if self.device_id is None:
             raise ValueError(f"{self.kind} event {self.event_id} has no subject")
@@ -66,6 +65,86 @@ class PadEvent(Event):
     code: int | None = None
 
 
-def received_now(now: dt.datetime) -> dict[str, dt.datetime]:
-    """`ts` and `received_at` for a fact whose device gives no time of its own."""
-    return {"ts": now, "received_at": now}
+PunchDirection = Literal["in", "out", "break_out", "break_in", "ot_in", "ot_out"]
+VerifyMode = Literal["fingerprint", "card", "face", "password", "palm", "other"]
+
+
+class PunchEvent(Event):
+    kind: Literal["punch"] = "punch"
+    staff_id: str | None
+    pin: str
+    direction: PunchDirection
+    verify: VerifyMode
+    late_minutes: int | None = None
+    early_minutes: int | None = None
+
+
+QueueAction = Literal[
+    "called", "recalled", "skipped", "finished", "paused", "resumed", "opened", "closed"
+]
+
+
+class QueueEvent(Event):
+    kind: Literal["queue"] = "queue"
+    window_id: str
+    action: QueueAction
+    ticket: str | None
+    service: int | None
+    waiting: int | None
+
+
+class KioskEvent(Event):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    kind: Literal["kiosk"] = "kiosk"
+    peripheral: str
+    from_: str = Field(alias="from")
+    to: str
+    raw: str | None = None
+
+    def payload_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+class OutingEvent(Event):
+    kind: Literal["outing"] = "outing"
+    staff_id: str
+    window_id: str | None
+    action: Literal["start", "end", "overdue"]
+    reason: Literal["official", "private"]
+    expected_back: HallTime | None
+    approved_by: str | None
+    replacement_staff_id: str | None
+
+    @property
+    def topic_subject(self) -> str:
+        return self.staff_id
+
+
+class AttendanceEvent(Event):
+    kind: Literal["attendance"] = "attendance"
+    staff_id: str
+    action: Literal["late", "early_leave", "absent", "no_punch"]
+    minutes: int | None
+
+    @property
+    def topic_subject(self) -> str:
+        return self.staff_id
+
+
+class AlertEvent(Event):
+    """An alert's change, on `…/events/alert/{alert_id}` (mqtt.md, Alerts)."""
+
+    kind: Literal["alert"] = "alert"
+    alert_id: str
+    rule: str
+    severity: Literal["critical", "warning", "info"]
+    status: Literal["firing", "resolved"]
+    subject: dict[str, str]
+    summary: str
+    started_at: HallTime
+    ended_at: HallTime | None = None
+
+    @property
+    def topic_subject(self) -> str:
+        return self.alert_id

@@ -107,6 +107,8 @@ class DeviceRunner:
         self._backoff = backoff or Backoff()
         self._failures = 0
         self._last_attempt: float | None = None
+        self._last_contact: float | None = None
+        self._contact = asyncio.Event()
 
     @property
     def online(self) -> bool:
@@ -140,6 +142,34 @@ class DeviceRunner:
             self._hub.mark(self.device_id, online=False, reason=_REASONS.get(result, result))
         elif self.state is LinkState.ONLINE:
             self.state = LinkState.FAILING
+
+    def contact(self) -> None:
+        """A device that calls in (a punch clock, a pushing kiosk) was heard from just now."""
+        self._last_contact = asyncio.get_running_loop().time()
+        self._contact.set()
+        self.poll_ok()
+
+    async def expect_contact_every(self, silence_s: float) -> None:
+        """Mark the device offline (reason `timeout`) whenever `silence_s` pass without contact.
+
+        Runs until cancelled; from start-up the device stays `not_seen` until its first contact.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._last_contact is None:
+                await self._contact.wait()
+            assert self._last_contact is not None
+            remaining = self._last_contact + silence_s - loop.time()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+                continue
+            self._failures = self._failures_before_offline
+            if self.state is not LinkState.OFFLINE:
+                log.warning("%s: nothing heard for %.0f s", self.device_id, silence_s)
+                self.state = LinkState.OFFLINE
+                self._hub.mark(self.device_id, online=False, reason="timeout")
+            self._contact.clear()
+            await self._contact.wait()
 
     def due(self, now: float) -> bool:
         """For a bus scheduler: poll this device in the sweep starting at loop time `now`?"""

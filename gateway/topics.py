@@ -22,7 +22,7 @@ def dumps(payload: Mapping[str, Any]) -> bytes:
 
 
 def event_topic(event: Event) -> str:
-    return f"events/{event.kind}/{event.subject}"
+    return f"events/{event.kind}/{event.topic_subject}"
 
 
 def event_messages(event: Event) -> Sequence[OutboxMessage]:

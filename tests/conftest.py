@@ -66,8 +66,7 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
     yield
     await asyncio.sleep(0)  # let finished tasks finish being done
     leaked = [
-        t for t in asyncio.all_tasks() - before
-        if t is not asyncio.current_task() and not t.done()
+        t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()
     ]
     for task in leaked:
         task.cancel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,14 +28,23 @@ async def padbus(tmp_path: Path) -> AsyncIterator[PadBus]:
 async def test_pad_events_reach_their_topics_with_contract_payloads(
     tmp_path: Path, broker: Mosquitto, padbus: PadBus
 ) -> None:
-    config = to_config(pad_hall(tmp_path, mqtt_port=broker.port, bus_url=str(tmp_path / "pads-1f"), pads=PADS))
+    config = to_config(
+        pad_hall(tmp_path, mqtt_port=broker.port, bus_url=str(tmp_path / "pads-1f"), pads=PADS)
+    )
     async with Recorder(broker.port, ["hall/test-hall/#"]) as mqtt, running_gateway(config):
-        await mqtt.wait_for(lambda: len(mqtt.payloads("/availability")) >= PADS, what="availability")
+        await mqtt.wait_for(
+            lambda: len(mqtt.payloads("/availability")) >= PADS, what="availability"
+        )
         pad = padbus.pad(2)
         pad.login("0000000002")
         pad.press(1)
         pad.press(5)
-        ratings = await mqtt.wait_for(lambda: len(mqtt.payloads("events/rating/pad-w02")) == 2 and mqtt.payloads("events/rating/pad-w02"))
+        ratings = await mqtt.wait_for(
+            lambda: (
+                len(mqtt.payloads("events/rating/pad-w02")) == 2
+                and mqtt.payloads("events/rating/pad-w02")
+            )
+        )
         print(ratings)
         print(mqtt.payloads("events/pad/pad-w02"))
         print(mqtt.payloads("devices/pad-w02/availability"))

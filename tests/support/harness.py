@@ -45,9 +45,15 @@ def pad_hall(
         for post, offset in (("A", 0), ("B", 500)):
             number = n + offset
             staff.append(
-                {"id": f"s{number:03d}", "name": f"员工{number}", "window": f"w{n:02d}",
-                 "post": post, "card": f"{number:010d}", "pin": str(1000 + number),
-                 "queue_no": 100 + number}
+                {
+                    "id": f"s{number:03d}",
+                    "name": f"员工{number}",
+                    "window": f"w{n:02d}",
+                    "post": post,
+                    "card": f"{number:010d}",
+                    "pin": str(1000 + number),
+                    "queue_no": 100 + number,
+                }
             )
     data: dict[str, Any] = {
         "site": site,
@@ -55,20 +61,34 @@ def pad_hall(
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "keepalive_s": 5},
         "http": {"port": free_port(), "device_port": free_port(), "token_env": "HALLGW_TEST_TOKEN"},
         "store": {"path": str(tmp_path / "hallgw.db")},
-        "buses": [{"id": "pads-1f", "url": bus_url, "baudrate": 9600,
-                   "timeout_ms": bus_timeout_ms, "retries": 1}],
+        "buses": [
+            {
+                "id": "pads-1f",
+                "url": bus_url,
+                "baudrate": 9600,
+                "timeout_ms": bus_timeout_ms,
+                "retries": 1,
+            }
+        ],
         "devices": [
-            {"id": f"pad-w{n:02d}", "profile": "ff68_pad", "bus": "pads-1f", "address": n,
-             "window": f"w{n:02d}"}
+            {
+                "id": f"pad-w{n:02d}",
+                "profile": "ff68_pad",
+                "bus": "pads-1f",
+                "address": n,
+                "window": f"w{n:02d}",
+            }
             for n in range(1, pads + 1)
         ],
-        "timetables": {"standard": {"periods": [
-            {"start": "09:00", "end": "12:00"}, {"start": "13:30", "end": "17:30"}]}},
+        "timetables": {
+            "standard": {
+                "periods": [{"start": "09:00", "end": "12:00"}, {"start": "13:30", "end": "17:30"}]
+            }
+        },
         "windows": windows,
         "staff": staff,
     }
-    for key, value in overrides.items():
-        data[key] = value
+    data.update(overrides)
     return data
 
 
@@ -108,7 +128,8 @@ class RunningGateway:
         """The sum of the samples of `name` whose labels include `labels`."""
         samples = await self.metrics()
         return sum(
-            value for (sample, sample_labels), value in samples.items()
+            value
+            for (sample, sample_labels), value in samples.items()
             if sample == name and set(labels.items()) <= set(sample_labels)
         )
 
@@ -157,8 +178,17 @@ class GatewayProcess:
         env = {**os.environ, "HALLGW_TEST_TOKEN": API_TOKEN, "PYTHONPATH": str(REPO)}
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "run", "-c", str(self.config_path),
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=str(REPO),
+                sys.executable,
+                "-m",
+                "gateway",
+                "run",
+                "-c",
+                str(self.config_path),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=str(REPO),
             )
 
     async def wait_healthy(self, port: int, timeout: float = 20.0) -> None:
@@ -178,8 +208,10 @@ class GatewayProcess:
         self.process.send_signal(signal.SIGKILL)
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process is None or self.process.returncode is not None:
-            return self.process.returncode if self.process else 0
+        if self.process is None:
+            return 0
+        if self.process.returncode is not None:
+            return self.process.returncode
         self.process.send_signal(sig)
         async with asyncio.timeout(15):
             return await self.process.wait()

@@ -46,19 +46,63 @@ def make_tls_files(directory: Path) -> TlsFiles:
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     run = [openssl]
     subprocess.run(
-        [*run, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=hallgw test CA", "-keyout", str(ca_key), "-out", str(ca)],
-        check=True, capture_output=True,
+        [
+            *run,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hallgw test CA",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+        ],
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
-        [*run, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-         "-keyout", str(key), "-out", str(csr)],
-        check=True, capture_output=True,
+        [
+            *run,
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+        ],
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
-        [*run, "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-         "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            *run,
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return TlsFiles(ca=ca, cert=cert, key=key)
 
@@ -110,7 +154,8 @@ class Mosquitto:
             for user, password in self.users.items():
                 subprocess.run(
                     [find_program("mosquitto_passwd"), "-b", str(passwords), user, password],
-                    check=True, capture_output=True,
+                    check=True,
+                    capture_output=True,
                 )
             lines += ["allow_anonymous false", f"password_file {passwords}"]
         if self.acl is not None:
@@ -131,8 +176,12 @@ class Mosquitto:
         config = self.config_file or self.write_config()
         with self.log.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                find_program("mosquitto"), "-c", str(config),
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                find_program("mosquitto"),
+                "-c",
+                str(config),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         await self._wait_listening()
 

@@ -86,7 +86,10 @@ class Recorder:
         while True:
             try:
                 async with aiomqtt.Client(
-                    "127.0.0.1", self._port, username=self._username, password=self._password,
+                    "127.0.0.1",
+                    self._port,
+                    username=self._username,
+                    password=self._password,
                     tls_context=tls_context,
                 ) as client:
                     for topic in self._topics:
