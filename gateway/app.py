@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 STORE_PROBE_S: Final = 10.0
 # availability changes waiting to be journaled; a burst (a whole bus lost) fits many times
 AVAILABILITY_QUEUE_MAX: Final = 10_000
+# devices start once the broker has the start-up state (every device `not_seen`), so that
+# consumers see it first; a broker that does not answer by then does not hold the devices back
+FIRST_CONNECT_WAIT_S: Final = 5.0
 
 
 class Gateway:
@@ -131,6 +134,9 @@ class Gateway:
                 group.create_task(publisher.run(), name="mqtt")
                 group.create_task(self._journal_availability(store), name="availability-journal")
                 group.create_task(self._probe_store(store), name="store-probe")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FIRST_CONNECT_WAIT_S):
+                        await publisher.first_attempt.wait()
                 for bus_id, serial_bus in buses.items():
                     group.create_task(serial_bus.run(), name=f"bus-{bus_id}")
                 for device_id, mounted in self.mounted.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -47,11 +48,33 @@ RECONNECT_INITIAL_S: Final = 1.0
 RECONNECT_MAX_S: Final = 30.0
 # how long one publish may wait for its PUBACK before the connection counts as broken
 PUBACK_TIMEOUT_S: Final = 30.0
+# a broker that takes the TCP connection but sends no CONNACK is treated as down
+CONNECT_TIMEOUT_S: Final = 10.0
+# a stopping gateway waits this long for the broker to take its `offline` state
+GOODBYE_TIMEOUT_S: Final = 2.0
 # commands handled at once; the rest wait in aiomqtt's queue
 COMMANDS_IN_PARALLEL: Final = 32
 
 CommandSink = Callable[[str, bytes], Awaitable[None]]
 HealthSource = Callable[[], Mapping[str, Any]]
+
+
+class _TlsContext(ssl.SSLContext):
+    """paho does not close the socket it wrapped when the TLS handshake fails (the socket is a
+    local variable of its `_ssl_wrap_socket`); remembering every socket this context wraps lets
+    the publisher close it after a failed connect."""
+
+    wrapped: list[ssl.SSLSocket]
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self.wrapped.append(sock)
+        return sock
+
+    def close_wrapped(self) -> None:
+        for sock in self.wrapped:
+            sock.close()
+        self.wrapped.clear()
 
 
 class MqttPublisher:
@@ -80,6 +103,8 @@ class MqttPublisher:
         self._command_filters: list[str] = []
         self._command_sink: CommandSink | None = None
         self.connected = asyncio.Event()
+        # set once the first connection has published the start-up state, or has failed
+        self.first_attempt = asyncio.Event()
 
     def set_retained(self, topic: str, payload: bytes) -> None:
         """Hold `payload` as the retained state of `topic` (relative to the root) and publish it.
@@ -104,11 +129,14 @@ class MqttPublisher:
         """Stay connected until cancelled."""
         backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S)
         while True:
+            client, tls = self._client()
             try:
-                async with self._client() as client:
+                async with contextlib.AsyncExitStack() as stack:
+                    await self._connect(stack, client)
                     backoff.reset()
                     await self._session(client)
             except* aiomqtt.MqttError as group:
+                self.first_attempt.set()
                 log.warning(
                     "MQTT %s:%d: %s",
                     self._config.mqtt.host,
@@ -118,14 +146,21 @@ class MqttPublisher:
             finally:
                 self.connected.clear()
                 self._metrics.mqtt_connected.set(0)
+                if tls is not None:
+                    tls.close_wrapped()
             await asyncio.sleep(backoff.next())
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> tuple[aiomqtt.Client, _TlsContext | None]:
         mqtt = self._config.mqtt
         password = self._secrets.mqtt_password.value if self._secrets.mqtt_password else None
         tls_context = None
         if mqtt.tls.enabled:
-            tls_context = ssl.create_default_context(cafile=mqtt.tls.ca_file)
+            tls_context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies peer and host name
+            tls_context.wrapped = []
+            if mqtt.tls.ca_file is not None:
+                tls_context.load_verify_locations(cafile=mqtt.tls.ca_file)
+            else:
+                tls_context.load_default_certs()
             if mqtt.tls.cert_file is not None:
                 tls_context.load_cert_chain(mqtt.tls.cert_file, mqtt.tls.key_file)
         client = aiomqtt.Client(
@@ -141,31 +176,63 @@ class MqttPublisher:
             tls_context=tls_context,
             clean_session=True,
             max_inflight_messages=MAX_INFLIGHT,
-            timeout=PUBACK_TIMEOUT_S,
+            # aiomqtt waits with asyncio.wait_for, which on Python 3.11 can swallow a
+            # cancellation that coincides with the answer (fixed in 3.12); with no timeout it
+            # is a plain await, and our own asyncio.timeout bounds every wait instead
+            timeout=math.inf,
         )
         # aiomqtt warns past 10 pending calls; a full in-flight window is our normal state
         client.pending_calls_threshold = MAX_INFLIGHT * 4
-        return client
+        return client, tls_context
 
     async def _session(self, client: aiomqtt.Client) -> None:
         log.info("MQTT connected to %s:%d", self._config.mqtt.host, self._config.mqtt.port)
         self._metrics.mqtt_connected.set(1)
-        await self._publish(client, GATEWAY_STATE, gateway_online(self._started_at), retain=True)
-        for topic in self._command_filters:
-            await client.subscribe(f"{self.root}/{topic}", qos=QOS)
-        self._dirty = dict.fromkeys(self._retained)
-        self._dirty_signal.set()
-        self.connected.set()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._drain_outbox(client), name="mqtt-outbox")
-            group.create_task(self._flush_retained(client), name="mqtt-retained")
-            group.create_task(self._publish_health(client), name="mqtt-health")
-            group.create_task(self._listen(client), name="mqtt-commands")
+        try:
+            await self._publish(
+                client, GATEWAY_STATE, gateway_online(self._started_at), retain=True
+            )
+            for topic in self._command_filters:
+                try:
+                    async with asyncio.timeout(PUBACK_TIMEOUT_S):
+                        await client.subscribe(f"{self.root}/{topic}", qos=QOS, timeout=math.inf)
+                except TimeoutError as err:
+                    raise aiomqtt.MqttError(f"no SUBACK for {topic}") from err
+            self._dirty.clear()
+            await asyncio.gather(
+                *(self._publish_retained(client, topic) for topic in list(self._retained))
+            )
+            self.first_attempt.set()
+            self.connected.set()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._drain_outbox(client), name="mqtt-outbox")
+                group.create_task(self._flush_retained(client), name="mqtt-retained")
+                group.create_task(self._publish_health(client), name="mqtt-health")
+                group.create_task(self._listen(client), name="mqtt-commands")
+        except asyncio.CancelledError:
+            # a clean stop: say so ourselves, the broker sends the last will only when we vanish
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                    await self._publish(client, GATEWAY_STATE, GATEWAY_OFFLINE, retain=True)
+            raise
+
+    async def _connect(self, stack: contextlib.AsyncExitStack, client: aiomqtt.Client) -> None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await stack.enter_async_context(client)
+        except TimeoutError as err:
+            raise aiomqtt.MqttError(f"no CONNACK within {CONNECT_TIMEOUT_S:.0f} s") from err
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool = False
     ) -> None:
-        await client.publish(f"{self.root}/{topic}", payload, qos=QOS, retain=retain)
+        try:
+            async with asyncio.timeout(PUBACK_TIMEOUT_S):
+                await client.publish(
+                    f"{self.root}/{topic}", payload, qos=QOS, retain=retain, timeout=math.inf
+                )
+        except TimeoutError as err:
+            raise aiomqtt.MqttError(f"no PUBACK within {PUBACK_TIMEOUT_S:.0f} s") from err
         self._metrics.mqtt_published.inc()
 
     async def _drain_outbox(self, client: aiomqtt.Client) -> None:
@@ -237,7 +304,7 @@ class MqttPublisher:
                     group.create_task(self._publish_retained(client, topic, window))
 
     async def _publish_retained(
-        self, client: aiomqtt.Client, topic: str, window: asyncio.Semaphore
+        self, client: aiomqtt.Client, topic: str, window: asyncio.Semaphore | None = None
     ) -> None:
         payload = self._retained.get(topic, b"")
         try:
@@ -246,7 +313,8 @@ class MqttPublisher:
             self._dirty[topic] = None  # the next connection publishes it
             raise
         finally:
-            window.release()
+            if window is not None:
+                window.release()
         if payload == b"" and self._retained.get(topic) == b"":
             del self._retained[topic]  # cleared at the broker; nothing left to re-publish
 

@@ -18,7 +18,7 @@ import os
 import random
 import tty
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -43,11 +43,16 @@ class SimPad:
     silent: bool = False
     corrupt_checksum: bool = False
     slow_s: float = 0.0
+    # the next N ACKs are lost on the wire: the pad neither drops its event nor answers
+    ignore_acks: int = 0
+    # called with each event the host acknowledges, at the moment its ACK arrives
+    on_ack: Callable[[PadReport], None] | None = None
     next_seq: int = 0
     queue: deque[PadReport] = field(default_factory=deque)
     acked: list[PadReport] = field(default_factory=list)
     displayed: list[str] = field(default_factory=list)
     polls: int = 0
+    requests: list[float] = field(default_factory=list)  # loop time of every request heard
 
     def report(
         self,
@@ -92,8 +97,15 @@ class SimPad:
                 return codec.report_frame(self.address, self.queue[0])
             return Frame(self.address, Command.POLL)
         if request.command == Command.ACK and len(request.data) == 1:
+            if self.ignore_acks > 0:
+                self.ignore_acks -= 1
+                if self.on_ack is not None and self.queue:
+                    self.on_ack(self.queue[0])
+                return None
             if self.queue and self.queue[0].seq == request.data[0]:
                 self.acked.append(self.queue.popleft())
+                if self.on_ack is not None:
+                    self.on_ack(self.acked[-1])
             return Frame(self.address, Command.ACK, request.data)
         if request.command == Command.DISPLAY:
             self.displayed.append(request.data.decode(codec.TEXT_ENCODING, errors="replace"))
@@ -258,7 +270,10 @@ class PadBus:
 
     async def _answer(self, request: Frame, received: float) -> None:
         pad = self.pads.get(request.address)
-        if pad is None or pad.silent:
+        if pad is None:
+            return
+        pad.requests.append(received)
+        if pad.silent:
             return
         answer = pad.answer(request)
         if answer is None:

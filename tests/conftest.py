@@ -53,7 +53,7 @@ def _loop_stays_responsive() -> Iterator[None]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function):
-            item.fixturenames.append("_no_leaked_tasks")
+            item.fixturenames.insert(0, "_no_leaked_tasks")
 
 
 @pytest.fixture

@@ -155,13 +155,15 @@ class PadDriver:
         self._last_stored = mark
         self._apply(report, fact.staff_id if isinstance(fact, PadEvent) else None)
         await self._ack(link, report.seq)
-        if report.command is Command.LOGIN:
-            self._resting_text = (
-                self._name_of(self._staff_id) if self._staff_id else (UNKNOWN_CARD_TEXT)
-            )
+        if report.command in (Command.LOGIN, Command.LOGOUT):
+            # the pad shows who serves at the window, and nothing once they have left
+            if report.command is Command.LOGOUT:
+                self._resting_text = ""
+            elif self._staff_id is not None:
+                self._resting_text = self._name_of(self._staff_id)
+            else:
+                self._resting_text = UNKNOWN_CARD_TEXT
             await self._display(link, self._resting_text)
-        elif report.command is Command.LOGOUT:
-            self._resting_text = ""
 
     def _normalize(self, report: PadReport, now: dt.datetime) -> Event | JournalEntry:
         event_id = stable_id(

@@ -101,7 +101,7 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def test_secrets(**extra: Any) -> Secrets:
+def api_secrets(**extra: Any) -> Secrets:
     return Secrets(api_token=Secret(API_TOKEN), **extra)
 
 
@@ -134,6 +134,19 @@ class RunningGateway:
         )
 
 
+async def wait_metric(
+    running: RunningGateway, name: str, value: float, timeout: float = 10.0, **labels: str
+) -> None:
+    """Wait until the metric (summed over matching series) reaches `value`."""
+    current = 0.0
+    try:
+        async with asyncio.timeout(timeout):
+            while (current := await running.metric(name, **labels)) < value:
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{name}{labels} stayed at {current}, expected {value}") from None
+
+
 async def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     async with aiohttp.ClientSession() as session, session.get(base_url + "/metrics") as resp:
         text = await resp.text()
@@ -148,7 +161,7 @@ async def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
 async def running_gateway(
     config: Config, secrets: Secrets | None = None, gateway: Gateway | None = None
 ) -> AsyncIterator[RunningGateway]:
-    gateway = gateway or Gateway(config, secrets or test_secrets())
+    gateway = gateway or Gateway(config, secrets or api_secrets())
     ready = asyncio.Event()
     task = asyncio.create_task(gateway.run(ready.set), name="gateway-under-test")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -35,76 +36,71 @@ class TlsFiles:
     key: Path
 
 
-def make_tls_files(directory: Path) -> TlsFiles:
+async def make_tls_files(directory: Path) -> TlsFiles:
     """A private CA and a server certificate for 127.0.0.1 and localhost, made with openssl."""
     directory.mkdir(parents=True, exist_ok=True)
-    openssl = find_program("openssl")
     ca_key, ca, key, csr, cert = (
         directory / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
     )
     ext = directory / "san.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run = [openssl]
-    subprocess.run(
-        [
-            *run,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hallgw test CA",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca),
-        ],
-        check=True,
-        capture_output=True,
+    await _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hallgw test CA",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
     )
-    subprocess.run(
-        [
-            *run,
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-        ],
-        check=True,
-        capture_output=True,
+    await _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
     )
-    subprocess.run(
-        [
-            *run,
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            str(ext),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
+    await _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(cert),
     )
     return TlsFiles(ca=ca, cert=cert, key=key)
+
+
+async def _openssl(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        find_program("openssl"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {output.decode(errors='replace')}")
 
 
 class Mosquitto:
@@ -137,6 +133,8 @@ class Mosquitto:
     def write_config(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         lines = [
+            # as root, mosquitto would drop to its own user, who cannot read pytest's tmp dirs
+            f"user {getpass.getuser()}",
             f"listener {self.port} 127.0.0.1",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.directory}/",

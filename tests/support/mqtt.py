@@ -34,8 +34,12 @@ class Recorder:
         username: str | None = None,
         password: str | None = None,
         tls_ca: str | None = None,
+        persistent_id: str | None = None,
     ) -> None:
+        """`persistent_id`: keep a broker session under this client id, so that messages sent
+        while the recorder reconnects (a broker restart with persistence) are not missed."""
         self.messages: list[Received] = []
+        self._persistent_id = persistent_id
         self._port = port
         self._topics = topics
         self._username = username
@@ -62,6 +66,14 @@ class Recorder:
 
     def payloads(self, topic_suffix: str) -> list[Any]:
         return [m.json() for m in self.on(topic_suffix) if m.payload]
+
+    def last(self, topic_suffix: str) -> Any:
+        """The newest payload on a topic ending in `topic_suffix`, or None."""
+        found = self.payloads(topic_suffix)
+        return found[-1] if found else None
+
+    def events(self, kind: str) -> list[Any]:
+        return [m.json() for m in self.messages if f"/events/{kind}/" in m.topic]
 
     async def wait_for(
         self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
