@@ -14,9 +14,9 @@ from gateway.config import Secret
 from simulators.ff68_pad import PadBus, SimPad
 from tests.support.harness import (
     GatewayProcess,
+    api_secrets,
     pad_hall,
     running_gateway,
-    api_secrets,
     to_config,
     wait_metric,
     write_config,
@@ -71,7 +71,7 @@ async def test_gateway_state_is_retained_with_a_last_will(
         will = await mqtt.wait_for(
             lambda: mqtt.last("gateway/state")["state"] == "offline" and mqtt.last("gateway/state"),
             timeout=30,
-            what="the last will",  # the broker notices after 1.5 × keepalive
+            what="the last will",  # the broker notices after 1.5 keepalives
         )
         assert will == {"v": 1, "state": "offline"}
 

@@ -26,14 +26,11 @@ def decode_all(stream: bytes) -> list[tuple[int, Frame]]:
         try:
             consumed, frame = codec.decode(buffer)
         except PadFrameError as err:
-            assert err.consumed >= 1
-            del buffer[: err.consumed]
-            offset += err.consumed
-            continue
-        if frame is not None:
-            found.append((offset, frame))
+            consumed, frame = err.consumed, None
         if consumed == 0:
             break
+        if frame is not None:
+            found.append((offset, frame))
         del buffer[:consumed]
         offset += consumed
     return found

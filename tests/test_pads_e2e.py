@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -101,7 +102,8 @@ async def test_pad_events_arrive_on_their_topics_with_contract_payloads(
     assert pad.displayed == ["员工502", ""], (
         "the name is shown after login and cleared after logout"
     )
-    assert len(pad.acked) == 8 and not pad.queue
+    assert len(pad.acked) == 8
+    assert not pad.queue
 
     state = await mqtt.wait_for(lambda: (mqtt.last("devices/pad-w02/state") or {}).get("values"))
     assert state["window_id"] == "w02"
@@ -164,7 +166,7 @@ async def test_a_silent_pad_goes_offline_after_three_polls_and_comes_back(
         lambda: len(silent.requests) >= before + 4, timeout=15, what="two more offline polls"
     )
     attempts = silent.requests[before:]
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert max(gaps) >= 4.5, f"offline polls came every {gaps}"
     assert min(gaps) < 1.0, f"a poll and its retry go together: {gaps}"
 

@@ -83,7 +83,7 @@ async def test_one_failing_write_does_not_fail_its_batch(tmp_path: Path) -> None
 
     async with Store(tmp_path / "s.db", outbox_max_messages=100) as store:
         good = [store.record(entry(n), [message(n)]) for n in range(10)]
-        bad = store._write(broken)  # noqa: SLF001  # a job that fails inside a group commit
+        bad = store._write(broken)  # a job that fails inside a group commit
         results = await asyncio.gather(*good, bad, return_exceptions=True)
         assert results[:10] == [True] * 10
         assert isinstance(results[10], StoreError)
@@ -93,20 +93,16 @@ async def test_one_failing_write_does_not_fail_its_batch(tmp_path: Path) -> None
 async def test_a_full_disk_refuses_writes_then_recovers(tmp_path: Path) -> None:
     async with Store(tmp_path / "s.db", outbox_max_messages=1_000_000) as store:
         await store.record(entry(0), [message(0)])
-        pages = await store._write(  # noqa: SLF001  # SQLite's own way to make a disk "full"
+        pages = await store._write(  # SQLite's own way to make a disk "full"
             lambda conn, _c: conn.execute("PRAGMA page_count").fetchone()[0]
         )
-        await store._write(  # noqa: SLF001
-            lambda conn, _c: conn.execute(f"PRAGMA max_page_count = {pages}")
-        )
+        await store._write(lambda conn, _c: conn.execute(f"PRAGMA max_page_count = {pages}"))
         big = dataclasses.replace(entry(1), payload="x" * 200_000)
         with pytest.raises(StoreError, match="full"):
             await store.record(big, [message(1)])
         assert not store.healthy
         assert store.outbox_depth == 1, "nothing half-applied"
-        await store._write(  # noqa: SLF001
-            lambda conn, _c: conn.execute("PRAGMA max_page_count = 1073741823")
-        )
+        await store._write(lambda conn, _c: conn.execute("PRAGMA max_page_count = 1073741823"))
         assert await store.record(big, [message(1)])
         assert store.healthy
 

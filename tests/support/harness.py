@@ -141,7 +141,8 @@ async def wait_metric(
     current = 0.0
     try:
         async with asyncio.timeout(timeout):
-            while (current := await running.metric(name, **labels)) < value:
+            # a scrape is the only way to look at a metric, so this polls
+            while (current := await running.metric(name, **labels)) < value:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"{name}{labels} stayed at {current}, expected {value}") from None
