@@ -76,6 +76,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.outbox_dropped.labels("overflow")
         self.event_publish_latency = Histogram(
             "hallgw_event_publish_latency_seconds",
             "From received_at to the broker's PUBACK",

@@ -398,6 +398,10 @@ class Store:
                 try:
                     result = job.run(conn, counts)
                 except Exception as err:  # noqa: BLE001  # one job's failure is its caller's alone
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (disk full, I/O error):
+                        # every job of the batch is lost, not only this one
+                        raise _as_sqlite_error(err) from err
                     conn.execute("ROLLBACK TO job")
                     counts.added, counts.removed = before
                     outcomes.append((None, _as_store_error(err, self.path)))
@@ -485,6 +489,10 @@ def _set_cursor(conn: sqlite3.Connection, key: str, value: str) -> None:
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+def _as_sqlite_error(err: Exception) -> sqlite3.Error:
+    return err if isinstance(err, sqlite3.Error) else sqlite3.OperationalError(str(err))
 
 
 def _as_store_error(err: Exception, path: Path) -> BaseException:
