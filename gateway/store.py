@@ -397,7 +397,7 @@ class Store:
                 conn.execute("SAVEPOINT job")
                 try:
                     result = job.run(conn, counts)
-                except Exception as err:  # noqa: BLE001  # one job's failure is its caller's alone
+                except Exception as err:  # one job's failure is its caller's alone
                     if not conn.in_transaction:
                         # SQLite rolled the whole transaction back (disk full, I/O error):
                         # every job of the batch is lost, not only this one

@@ -45,8 +45,11 @@ async def test_healthz_reports_a_store_that_cannot_write(hall: RunningGateway) -
     assert await hall.get("/healthz") == (200, {"status": "ok"})
     store = hall.gateway.store
     assert store is not None
-    await store._write(lambda conn, _c: conn.execute(  # a full disk, as SQLite sees it
-        "PRAGMA max_page_count = " + str(conn.execute("PRAGMA page_count").fetchone()[0])))
+    await store._write(
+        lambda conn, _c: conn.execute(  # a full disk, as SQLite sees it
+            "PRAGMA max_page_count = " + str(conn.execute("PRAGMA page_count").fetchone()[0])
+        )
+    )
     with pytest.raises(StoreError):
         await store.set_cursor("filler", "x" * 100_000)
     status, body = await hall.get("/healthz")
