@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import sys
@@ -13,7 +14,7 @@ from typing import Any, Final
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, Secrets, load_config, resolve_secrets
-from gateway.errors import StoreError
+from gateway.errors import GatewayError
 from gateway.registry import unsupported_devices
 
 log = logging.getLogger("hallgw")
@@ -98,6 +99,7 @@ def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
     async def supervise() -> int:
         task = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_loop_exception)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
         try:
@@ -106,7 +108,11 @@ def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
             log.info("stopped")
         except Exception as err:
             causes = _leaves(err)
-            if not all(isinstance(cause, StoreError | OSError) for cause in causes):
+            config_errors = [c for c in causes if isinstance(c, ConfigError)]
+            if config_errors:
+                _print_errors([line for c in config_errors for line in c.errors])
+                return EXIT_CONFIG
+            if not all(isinstance(cause, GatewayError | OSError) for cause in causes):
                 raise
             # a port in use, a store that cannot be opened: say so, without a traceback
             for cause in causes:
@@ -117,6 +123,18 @@ def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(supervise())
     return EXIT_OK
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiomqtt schedules each socket write registration with call_soon_threadsafe; when paho
+    closes the socket after sending DISCONNECT on a clean stop, a registration still queued
+    fails with EBADF. That one is benign and expected; everything else goes to the default."""
+    error = context.get("exception")
+    handle = repr(context.get("handle", ""))
+    if isinstance(error, OSError) and error.errno == errno.EBADF and "add_writer" in handle:
+        log.debug("a write registration outlived its MQTT socket: %s", handle)
+        return
+    loop.default_exception_handler(context)
 
 
 def _leaves(err: BaseException) -> list[BaseException]:

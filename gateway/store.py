@@ -390,6 +390,8 @@ class Store:
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         counts = _Counts()
         outcomes: list[tuple[Any, BaseException | None]] = []
+        # a job that failed for want of space or I/O: the store is in trouble, not the caller
+        trouble: sqlite3.OperationalError | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -404,6 +406,8 @@ class Store:
                         raise _as_sqlite_error(err) from err
                     conn.execute("ROLLBACK TO job")
                     counts.added, counts.removed = before
+                    if isinstance(err, sqlite3.OperationalError):
+                        trouble = err
                     outcomes.append((None, _as_store_error(err, self.path)))
                 else:
                     outcomes.append((result, None))
@@ -420,8 +424,8 @@ class Store:
             for job in batch:
                 job.loop.call_soon_threadsafe(_resolve, job.future, None, failure)
             return
-        self.healthy = True
-        self.last_error = None
+        self.healthy = trouble is None
+        self.last_error = None if trouble is None else str(trouble)
         self._depth += counts.added - counts.removed - counts.dropped
         loop = batch[0].loop
         if counts.dropped and self._on_dropped is not None:

@@ -112,6 +112,9 @@ class Mosquitto:
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                # its own session: a Ctrl-C meant for the demo must not kill the broker before
+                # the gateway has said goodbye through it
+                start_new_session=True,
             )
         await self._wait_listening()
 

@@ -144,6 +144,7 @@ class PadBus:
         self._writer: asyncio.StreamWriter | None = None
         self._server: asyncio.Server | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._answering: set[asyncio.Task[None]] = set()
 
     def pad(self, address: int) -> SimPad:
         return self.pads[address]
@@ -193,11 +194,11 @@ class PadBus:
 
     async def close(self) -> None:
         await self.vanish()
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        tasks = [t for t in (self._worker, *self._answering) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._worker = None
 
     async def run_random(self, *, events_per_pad_per_min: float, cards: dict[int, str]) -> None:
         """Random behaviour for the demo: logins, ratings, now and then a pause."""
@@ -266,7 +267,12 @@ class PadBus:
                         break
                     continue
                 self.requests += 1
-                await self._answer(request, received)
+                # every pad answers on its own: a slow pad does not hold up the others
+                answering = asyncio.create_task(
+                    self._answer(request, received), name=f"pad-{request.address}-answer"
+                )
+                self._answering.add(answering)
+                answering.add_done_callback(self._answering.discard)
 
     async def _answer(self, request: Frame, received: float) -> None:
         pad = self.pads.get(request.address)

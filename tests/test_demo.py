@@ -1,0 +1,71 @@
+"""`hallgw demo` end to end: it starts a hall, prints where to look, and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.harness import REPO
+from tests.support.mqtt import Recorder
+
+
+async def test_the_demo_runs_a_hall_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
+    env.pop("HALLGW_API_TOKEN", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "demo",
+        "--http-port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    banner = ""
+    async with asyncio.timeout(60):
+        while "Ctrl-C" not in banner:
+            line = await process.stdout.readline()
+            assert line, f"the demo ended early: {(await process.stderr.read()).decode()}"
+            banner += line.decode()
+    board = re.search(r"board: +(http://127\.0\.0\.1:\d+)/board", banner)
+    watch = re.search(r"mosquitto_sub -h 127\.0\.0\.1 -p (\d+) -t '([^']+)'", banner)
+    assert board is not None, banner
+    assert watch is not None, banner
+    assert "API token (for writes): " in banner
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(board.group(1) + "/api/v1/devices") as resp:
+            devices = await resp.json()
+        async with session.get(board.group(1) + "/board") as resp:
+            assert resp.status == 200
+            assert "示范政务服务中心" in await resp.text()
+    assert len(devices) == 8
+    async with Recorder(int(watch.group(1)), [watch.group(2)]) as mqtt:
+        await mqtt.wait_for(lambda: mqtt.events("rating"), timeout=60, what="a demo rating")
+        await mqtt.wait_for(
+            lambda: all(
+                (mqtt.last(f"pad-w0{n}/availability") or {}).get("state") == "online"
+                for n in range(1, 9)
+            ),
+            what="every demo pad online",
+        )
+
+    process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(20):
+        code = await process.wait()
+    errors = (await process.stderr.read()).decode()
+    assert code == 0, errors
+    assert "Traceback" not in errors
+    left = await asyncio.to_thread(lambda: list(tmp_path.glob("hallgw-demo-*")))
+    assert not left, "the demo leaves nothing behind"
