@@ -24,6 +24,7 @@ from gateway.displays import DisplayCommands
 from gateway.errors import StoreError
 from gateway.http import HttpServer, device_app, main_app
 from gateway.ids import stable_id
+from gateway.loop_errors import handle_loop_error
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttPublisher
 from gateway.registry import DRIVERS
@@ -62,6 +63,15 @@ class Gateway:
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
         """Run until cancelled. `ready` is called once every listener is bound."""
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(handle_loop_error)
+        try:
+            await self._run(ready)
+        finally:
+            loop.set_exception_handler(previous_handler)
+
+    async def _run(self, ready: Callable[[], None] | None) -> None:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
             store = await stack.enter_async_context(

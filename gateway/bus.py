@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from prometheus_client import Counter
+
 from gateway.clock import iso
 from gateway.events import Event
 from gateway.metrics import Metrics
@@ -23,10 +25,13 @@ log = logging.getLogger(__name__)
 # a sink that is this far behind is stuck, not busy; newer facts are dropped for it
 SINK_QUEUE_MAX: Final = 10_000
 
-OutboxEncoder = Callable[[Event], Sequence[OutboxMessage]]
+# an event and its JSON (encoded once, for the journal and the outbox alike) → its messages
+OutboxEncoder = Callable[[Event, str], Sequence[OutboxMessage]]
 
 
-def journal_entry(event: Event, *, flags: str = "", published: bool = True) -> JournalEntry:
+def journal_entry(
+    event: Event, payload: str | None = None, *, flags: str = "", published: bool = True
+) -> JournalEntry:
     return JournalEntry(
         event_id=event.event_id,
         kind=event.kind,
@@ -35,7 +40,7 @@ def journal_entry(event: Event, *, flags: str = "", published: bool = True) -> J
         ts=iso(event.ts),
         ts_epoch=event.ts.timestamp(),
         received_at=iso(event.received_at),
-        payload=event.payload_json(),
+        payload=event.payload_json() if payload is None else payload,
         published=published,
         flags=flags,
     )
@@ -47,6 +52,7 @@ class EventBus:
         self._encode = encode
         self._metrics = metrics
         self._sinks: dict[str, asyncio.Queue[Event]] = {}
+        self._counters: dict[str, Counter] = {}  # labels() is a lookup with a lock, per event
 
     def subscribe(self, name: str, maxsize: int = SINK_QUEUE_MAX) -> asyncio.Queue[Event]:
         if name in self._sinks:
@@ -59,8 +65,9 @@ class EventBus:
         self, event: Event, *, cursor: tuple[str, str] | None = None, flags: str = ""
     ) -> bool:
         """Store and queue `event` for MQTT, then hand it to the sinks. False: a known fact."""
+        payload = event.payload_json()
         fresh = await self._store.record(
-            journal_entry(event, flags=flags), self._encode(event), cursor
+            journal_entry(event, payload, flags=flags), self._encode(event, payload), cursor
         )
         if fresh:
             self._fan_out(event)
@@ -68,8 +75,12 @@ class EventBus:
 
     async def publish_many(self, events: Sequence[tuple[Event, str]]) -> list[bool]:
         """Store several (event, flags) in one commit; a device's batch is acknowledged whole."""
+        encoded = [(event, flags, event.payload_json()) for event, flags in events]
         fresh = await self._store.record_many(
-            [(journal_entry(event, flags=flags), self._encode(event)) for event, flags in events]
+            [
+                (journal_entry(event, payload, flags=flags), self._encode(event, payload))
+                for event, flags, payload in encoded
+            ]
         )
         for (event, _flags), new in zip(events, fresh, strict=True):
             if new:
@@ -81,7 +92,10 @@ class EventBus:
         return await self._store.record(entry, (), cursor)
 
     def _fan_out(self, event: Event) -> None:
-        self._metrics.events.labels(event.kind).inc()
+        counter = self._counters.get(event.kind)
+        if counter is None:
+            counter = self._counters[event.kind] = self._metrics.events.labels(event.kind)
+        counter.inc()
         for name, queue in self._sinks.items():
             try:
                 queue.put_nowait(event)

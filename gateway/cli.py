@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
 import sys
@@ -99,7 +98,6 @@ def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
     async def supervise() -> int:
         task = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(_loop_exception)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
         try:
@@ -123,18 +121,6 @@ def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(supervise())
     return EXIT_OK
-
-
-def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """aiomqtt schedules each socket write registration with call_soon_threadsafe; when paho
-    closes the socket after sending DISCONNECT on a clean stop, a registration still queued
-    fails with EBADF. That one is benign and expected; everything else goes to the default."""
-    error = context.get("exception")
-    handle = repr(context.get("handle", ""))
-    if isinstance(error, OSError) and error.errno == errno.EBADF and "add_writer" in handle:
-        log.debug("a write registration outlived its MQTT socket: %s", handle)
-        return
-    loop.default_exception_handler(context)
 
 
 def _leaves(err: BaseException) -> list[BaseException]:

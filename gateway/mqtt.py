@@ -1,27 +1,33 @@
 """The MQTT publisher: the only part of the gateway that talks to the broker.
 
-Events come from the store's outbox, in order, and leave it only when the broker has
-acknowledged them (QoS 1), so they survive broker outages and gateway restarts. Retained state
-(gateway, devices, and what later sinks register) is held in memory and published again in full
-after every (re)connect, so a broker restarted without persistence loses nothing consumers need.
+paho-mqtt runs its network loop in its own thread (its threaded mode): it connects, reconnects
+with capped backoff, keeps the session alive, and re-sends whatever QoS 1 message it holds that
+the broker has not acknowledged. The publisher hands it messages from the store's outbox, in
+order, and deletes a row only when its PUBACK arrives, so events survive broker outages and
+gateway restarts. Acknowledgements come back to the event loop in batches.
+
+Retained state (gateway, devices, and what later sinks register) is held in memory and handed
+to paho again in full on every (re)connect, so a broker restarted without persistence loses
+nothing consumers need.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-import math
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.clock import Clock
 from gateway.config import Config, Secrets
 from gateway.metrics import Metrics
-from gateway.runner import Backoff
 from gateway.store import OutboxRow, Store
 from gateway.topics import (
     GATEWAY_HEALTH,
@@ -36,24 +42,23 @@ log = logging.getLogger(__name__)
 QOS: Final = 1  # mqtt.md: QoS 1 for everything the gateway publishes
 # messages on the wire awaiting PUBACK; enough to fill a LAN round trip, few enough to resend
 MAX_INFLIGHT: Final = 256
+# outbox rows handed to paho and not yet acknowledged; bounds paho's memory while it waits
+MAX_HANDED: Final = 2048
 # outbox rows read per query while draining
 FETCH_BATCH: Final = 500
 # acknowledged rows are deleted in groups, at most this long after their PUBACK
 ACK_FLUSH_S: Final = 0.05
-ACK_FLUSH_ROWS: Final = 1000
 # mqtt.md: health within 5 s of each connect, then every 30 s
 HEALTH_EVERY_S: Final = 30.0
-# a lost broker is retried fast at first, then every half minute at most
-RECONNECT_INITIAL_S: Final = 1.0
-RECONNECT_MAX_S: Final = 30.0
-# how long one publish may wait for its PUBACK before the connection counts as broken
-PUBACK_TIMEOUT_S: Final = 30.0
+# a lost broker is retried after 1 s at first, doubling to every 30 s at most
+RECONNECT_MIN_S: Final = 1
+RECONNECT_MAX_S: Final = 30
 # a broker that takes the TCP connection but sends no CONNACK is treated as down
 CONNECT_TIMEOUT_S: Final = 10.0
 # a stopping gateway waits this long for the broker to take its `offline` state
 GOODBYE_TIMEOUT_S: Final = 2.0
-# commands handled at once; the rest wait in aiomqtt's queue
-COMMANDS_IN_PARALLEL: Final = 32
+# commands waiting for the router; a flood past this is dropped and counted
+COMMAND_INBOX_MAX: Final = 10_000
 
 CommandSink = Callable[[str, bytes], Awaitable[None]]
 HealthSource = Callable[[], Mapping[str, Any]]
@@ -62,7 +67,7 @@ HealthSource = Callable[[], Mapping[str, Any]]
 class _TlsContext(ssl.SSLContext):
     """paho does not close the socket it wrapped when the TLS handshake fails (the socket is a
     local variable of its `_ssl_wrap_socket`); remembering every socket this context wraps lets
-    the publisher close it after a failed connect."""
+    the publisher close those of failed attempts."""
 
     wrapped: list[ssl.SSLSocket]
 
@@ -71,10 +76,10 @@ class _TlsContext(ssl.SSLContext):
         self.wrapped.append(sock)
         return sock
 
-    def close_wrapped(self) -> None:
-        for sock in self.wrapped:
+    def close_unused(self, in_use: object) -> None:
+        for sock in [s for s in self.wrapped if s is not in_use]:
             sock.close()
-        self.wrapped.clear()
+            self.wrapped.remove(sock)
 
 
 class MqttPublisher:
@@ -102,9 +107,23 @@ class MqttPublisher:
         self._dirty_signal = asyncio.Event()
         self._command_filters: list[str] = []
         self._command_sink: CommandSink | None = None
+        self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(COMMAND_INBOX_MAX)
         self.connected = asyncio.Event()
-        # set once the first connection has published the start-up state, or has failed
+        self._disconnected = asyncio.Event()
+        # set once the first connection has handed paho the start-up state, or has failed
         self.first_attempt = asyncio.Event()
+        # what paho holds for us, by message id: outbox rows, retained topics, awaited publishes
+        self._handed_rows: dict[int, OutboxRow] = {}
+        self._handed_topics: dict[int, str] = {}
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._last_handed = 0
+        self._room = asyncio.Event()
+        self._acked_rows: list[int] = []
+        self._acks: collections.deque[int] = collections.deque()
+        self._acks_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+        self._tls: _TlsContext | None = None
 
     def set_retained(self, topic: str, payload: bytes) -> None:
         """Hold `payload` as the retained state of `topic` (relative to the root) and publish it.
@@ -126,208 +145,229 @@ class MqttPublisher:
         self._command_sink = sink
 
     async def run(self) -> None:
-        """Stay connected until cancelled."""
-        backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S)
-        while True:
-            client, tls = self._client()
-            try:
-                async with contextlib.AsyncExitStack() as stack:
-                    await self._connect(stack, client)
-                    backoff.reset()
-                    await self._session(client)
-            except* aiomqtt.MqttError as group:
-                self.first_attempt.set()
-                log.warning(
-                    "MQTT %s:%d: %s",
-                    self._config.mqtt.host,
-                    self._config.mqtt.port,
-                    "; ".join(str(e) for e in group.exceptions),
-                )
-            finally:
-                self.connected.clear()
-                self._metrics.mqtt_connected.set(0)
-                if tls is not None:
-                    tls.close_wrapped()
-            await asyncio.sleep(backoff.next())
-
-    def _client(self) -> tuple[aiomqtt.Client, _TlsContext | None]:
+        """Stay connected until cancelled; on a clean stop, publish `offline` first."""
+        self._loop = asyncio.get_running_loop()
+        client = self._client = self._make_client()
         mqtt = self._config.mqtt
-        password = self._secrets.mqtt_password.value if self._secrets.mqtt_password else None
-        tls_context = None
+        client.connect_async(mqtt.host, mqtt.port, keepalive=mqtt.keepalive_s)
+        client.loop_start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._drain_outbox(), name="mqtt-outbox")
+                group.create_task(self._delete_acked(), name="mqtt-outbox-acks")
+                group.create_task(self._flush_retained(), name="mqtt-retained")
+                group.create_task(self._publish_health(), name="mqtt-health")
+                group.create_task(self._dispatch_commands(), name="mqtt-commands")
+        finally:
+            await self._say_goodbye(client)
+            await asyncio.to_thread(client.loop_stop)
+            if self._tls is not None:
+                self._tls.close_unused(None)
+            self.connected.clear()
+            self._metrics.mqtt_connected.set(0)
+
+    def _make_client(self) -> paho.Client:
+        mqtt = self._config.mqtt
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._config.mqtt_client_id,
+            clean_session=True,
+        )
+        if mqtt.username is not None:
+            password = self._secrets.mqtt_password.value if self._secrets.mqtt_password else None
+            client.username_pw_set(mqtt.username, password)
         if mqtt.tls.enabled:
-            tls_context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies peer and host name
-            tls_context.wrapped = []
+            tls = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the peer and its host name
+            tls.wrapped = []
             if mqtt.tls.ca_file is not None:
-                tls_context.load_verify_locations(cafile=mqtt.tls.ca_file)
+                tls.load_verify_locations(cafile=mqtt.tls.ca_file)
             else:
-                tls_context.load_default_certs()
+                tls.load_default_certs()
             if mqtt.tls.cert_file is not None:
-                tls_context.load_cert_chain(mqtt.tls.cert_file, mqtt.tls.key_file)
-        client = aiomqtt.Client(
+                tls.load_cert_chain(mqtt.tls.cert_file, mqtt.tls.key_file)
+            client.tls_set_context(tls)
+            self._tls = tls
+        client.connect_timeout = CONNECT_TIMEOUT_S
+        client.will_set(f"{self.root}/{GATEWAY_STATE}", GATEWAY_OFFLINE, qos=QOS, retain=True)
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.on_connect = self._paho_connected
+        client.on_connect_fail = self._paho_connect_failed
+        client.on_disconnect = self._paho_disconnected
+        client.on_publish = self._paho_published
+        client.on_message = self._paho_message
+        return client
+
+    # -- paho's network thread: hand everything to the event loop ------------------------------
+
+    def _paho_connected(
+        self, client: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any
+    ) -> None:
+        if reason.is_failure:
+            self._from_paho(self._connect_refused, str(reason))
+            return
+        for topic in self._command_filters:
+            client.subscribe(f"{self.root}/{topic}", qos=QOS)
+        if self._tls is not None:
+            self._tls.close_unused(client.socket())
+        self._from_paho(self._on_connected)
+
+    def _paho_connect_failed(self, client: paho.Client, _u: Any) -> None:
+        if self._tls is not None:
+            self._tls.close_unused(client.socket())
+        self._from_paho(self._connect_refused, "no connection")
+
+    def _paho_disconnected(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any
+    ) -> None:
+        self._from_paho(self._on_disconnected, str(reason))
+
+    def _paho_published(self, _c: paho.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        # called with paho's lock held, once per PUBACK: queue it, wake the loop once a batch
+        self._acks.append(mid)
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            self._from_paho(self._take_acks)
+
+    def _paho_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        self._from_paho(self._queue_command, message.topic, bytes(message.payload))
+
+    def _from_paho(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop has closed: we are stopping anyway
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- the event loop ------------------------------------------------------------------------
+
+    def _on_connected(self) -> None:
+        mqtt = self._config.mqtt
+        log.info("MQTT connected to %s:%d", mqtt.host, mqtt.port)
+        self._metrics.mqtt_connected.set(1)
+        self._hand(GATEWAY_STATE, gateway_online(self._started_at), retain=True)
+        self._dirty.clear()
+        for topic in list(self._retained):
+            self._hand_retained(topic)
+        self.first_attempt.set()
+        self._disconnected.clear()
+        self.connected.set()
+        self._room.set()
+
+    def _connect_refused(self, why: str) -> None:
+        mqtt = self._config.mqtt
+        log.warning(
+            "MQTT %s:%d: %s; retrying (every %d s at most)",
             mqtt.host,
             mqtt.port,
-            identifier=self._config.mqtt_client_id,
-            username=mqtt.username,
-            password=password,
-            keepalive=mqtt.keepalive_s,
-            will=aiomqtt.Will(
-                f"{self.root}/{GATEWAY_STATE}", GATEWAY_OFFLINE, qos=QOS, retain=True
-            ),
-            tls_context=tls_context,
-            clean_session=True,
-            max_inflight_messages=MAX_INFLIGHT,
-            # aiomqtt waits with asyncio.wait_for, which on Python 3.11 can swallow a
-            # cancellation that coincides with the answer (fixed in 3.12); with no timeout it
-            # is a plain await, and our own asyncio.timeout bounds every wait instead
-            timeout=math.inf,
+            why,
+            RECONNECT_MAX_S,
         )
-        # aiomqtt warns past 10 pending calls; a full in-flight window is our normal state
-        client.pending_calls_threshold = MAX_INFLIGHT * 4
-        return client, tls_context
+        self.first_attempt.set()
 
-    async def _session(self, client: aiomqtt.Client) -> None:
-        log.info("MQTT connected to %s:%d", self._config.mqtt.host, self._config.mqtt.port)
-        self._metrics.mqtt_connected.set(1)
+    def _on_disconnected(self, why: str) -> None:
+        if self.connected.is_set():
+            log.warning("MQTT disconnected: %s", why)
+        self.connected.clear()
+        self._disconnected.set()
+        self._metrics.mqtt_connected.set(0)
+
+    def _take_acks(self) -> None:
+        self._acks_scheduled = False
+        now = self._clock.timestamp()
+        while self._acks:
+            mid = self._acks.popleft()
+            self._metrics.mqtt_published.inc()
+            row = self._handed_rows.pop(mid, None)
+            if row is not None:
+                self._acked_rows.append(row.id)
+                if row.event_id is not None:
+                    self._metrics.event_publish_latency.observe(max(0.0, now - row.received_at))
+            topic = self._handed_topics.pop(mid, None)
+            if topic is not None and self._retained.get(topic) == b"":
+                del self._retained[topic]  # cleared at the broker; nothing left to re-publish
+            waiter = self._waiters.pop(mid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        if len(self._handed_rows) < MAX_HANDED:
+            self._room.set()
+
+    def _queue_command(self, topic: str, payload: bytes) -> None:
         try:
-            await self._publish(
-                client, GATEWAY_STATE, gateway_online(self._started_at), retain=True
-            )
-            for topic in self._command_filters:
-                try:
-                    async with asyncio.timeout(PUBACK_TIMEOUT_S):
-                        await client.subscribe(f"{self.root}/{topic}", qos=QOS, timeout=math.inf)
-                except TimeoutError as err:
-                    raise aiomqtt.MqttError(f"no SUBACK for {topic}") from err
-            self._dirty.clear()
-            await asyncio.gather(
-                *(self._publish_retained(client, topic) for topic in list(self._retained))
-            )
-            self.first_attempt.set()
-            self.connected.set()
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._drain_outbox(client), name="mqtt-outbox")
-                group.create_task(self._flush_retained(client), name="mqtt-retained")
-                group.create_task(self._publish_health(client), name="mqtt-health")
-                group.create_task(self._listen(client), name="mqtt-commands")
-        except asyncio.CancelledError:
-            # a clean stop: say so ourselves, the broker sends the last will only when we vanish
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                async with asyncio.timeout(GOODBYE_TIMEOUT_S):
-                    await self._publish(client, GATEWAY_STATE, GATEWAY_OFFLINE, retain=True)
-            raise
+            self._inbox.put_nowait((topic, payload))
+        except asyncio.QueueFull:
+            self._metrics.commands.labels("unknown", "dropped").inc()
+            log.warning("%d commands waiting: %s dropped", COMMAND_INBOX_MAX, topic)
 
-    async def _connect(self, stack: contextlib.AsyncExitStack, client: aiomqtt.Client) -> None:
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                await stack.enter_async_context(client)
-        except TimeoutError as err:
-            raise aiomqtt.MqttError(f"no CONNACK within {CONNECT_TIMEOUT_S:.0f} s") from err
+    def _hand(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        """Give paho a message; it keeps it until the broker has acknowledged it."""
+        assert self._client is not None
+        return self._client.publish(f"{self.root}/{topic}", payload, qos=QOS, retain=retain).mid
 
-    async def _publish(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool = False
-    ) -> None:
-        try:
-            async with asyncio.timeout(PUBACK_TIMEOUT_S):
-                await client.publish(
-                    f"{self.root}/{topic}", payload, qos=QOS, retain=retain, timeout=math.inf
-                )
-        except TimeoutError as err:
-            raise aiomqtt.MqttError(f"no PUBACK within {PUBACK_TIMEOUT_S:.0f} s") from err
-        self._metrics.mqtt_published.inc()
+    def _hand_retained(self, topic: str) -> None:
+        self._handed_topics[self._hand(topic, self._retained.get(topic, b""), retain=True)] = topic
 
-    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
-        window = asyncio.Semaphore(MAX_INFLIGHT)
-        acked: list[int] = []
-        last_id = 0  # after a reconnect everything still in the outbox is sent again, in order
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._delete_acked(acked), name="mqtt-outbox-acks")
-            while True:
-                rows = await self._next_rows(last_id)
-                for row in rows:
-                    await window.acquire()
-                    # a task starts in creation order and hands its message to paho before its
-                    # first await, so messages leave in outbox order
-                    group.create_task(self._publish_row(client, row, window, acked))
-                    last_id = row.id
-
-    async def _next_rows(self, last_id: int) -> list[OutboxRow]:
+    async def _drain_outbox(self) -> None:
         while True:
-            rows = await self._store.outbox_after(last_id, FETCH_BATCH)
-            if rows:
-                return rows
-            self._store.outbox_signal.clear()
-            rows = await self._store.outbox_after(last_id, FETCH_BATCH)
-            if rows:
-                return rows
-            await self._store.outbox_signal.wait()
-
-    async def _publish_row(
-        self,
-        client: aiomqtt.Client,
-        row: OutboxRow,
-        window: asyncio.Semaphore,
-        acked: list[int],
-    ) -> None:
-        try:
-            await self._publish(client, row.topic, row.payload, retain=row.retain)
-        finally:
-            window.release()
-        acked.append(row.id)
-        if row.event_id is not None:
-            latency = self._clock.timestamp() - row.received_at
-            self._metrics.event_publish_latency.observe(max(0.0, latency))
-
-    async def _delete_acked(self, acked: list[int]) -> None:
-        try:
-            while True:
-                await asyncio.sleep(ACK_FLUSH_S)
-                while acked:
-                    batch = acked[:ACK_FLUSH_ROWS]
-                    del acked[: len(batch)]
-                    await self._store.outbox_remove(batch)
-        finally:
-            if acked:
-                # the connection is gone but these were acknowledged: forget them, best effort
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._store.outbox_remove(list(acked)))
-
-    async def _flush_retained(self, client: aiomqtt.Client) -> None:
-        window = asyncio.Semaphore(MAX_INFLIGHT)
-        async with asyncio.TaskGroup() as group:
-            while True:
-                await self._dirty_signal.wait()
-                self._dirty_signal.clear()
-                while self._dirty:
-                    topic = next(iter(self._dirty))
-                    del self._dirty[topic]
-                    await window.acquire()
-                    group.create_task(self._publish_retained(client, topic, window))
-
-    async def _publish_retained(
-        self, client: aiomqtt.Client, topic: str, window: asyncio.Semaphore | None = None
-    ) -> None:
-        payload = self._retained.get(topic, b"")
-        try:
-            await self._publish(client, topic, payload, retain=True)
-        except aiomqtt.MqttError:
-            self._dirty[topic] = None  # the next connection publishes it
-            raise
-        finally:
-            if window is not None:
-                window.release()
-        if payload == b"" and self._retained.get(topic) == b"":
-            del self._retained[topic]  # cleared at the broker; nothing left to re-publish
-
-    async def _publish_health(self, client: aiomqtt.Client) -> None:
-        while True:
-            await self._publish(client, GATEWAY_HEALTH, dumps(self._health()), retain=True)
-            await asyncio.sleep(HEALTH_EVERY_S)
-
-    async def _listen(self, client: aiomqtt.Client) -> None:
-        prefix = f"{self.root}/"
-        async for message in client.messages:
-            topic = message.topic.value
-            if self._command_sink is None or not topic.startswith(prefix):
+            await self.connected.wait()
+            if len(self._handed_rows) >= MAX_HANDED:
+                self._room.clear()
+                await self._room.wait()
                 continue
-            payload = message.payload if isinstance(message.payload, bytes) else b""
-            await self._command_sink(topic[len(prefix) :], payload)
+            rows = await self._store.outbox_after(self._last_handed, FETCH_BATCH)
+            if not rows:
+                self._store.outbox_signal.clear()
+                if not await self._store.outbox_after(self._last_handed, 1):
+                    await self._store.outbox_signal.wait()
+                continue
+            for row in rows:
+                if not self.connected.is_set() or len(self._handed_rows) >= MAX_HANDED:
+                    break
+                mid = self._hand(row.topic, row.payload, retain=row.retain)
+                self._handed_rows[mid] = row
+                self._last_handed = row.id
+
+    async def _delete_acked(self) -> None:
+        while True:
+            await asyncio.sleep(ACK_FLUSH_S)
+            if self._acked_rows:
+                batch, self._acked_rows = self._acked_rows, []
+                await self._store.outbox_remove(batch)
+
+    async def _flush_retained(self) -> None:
+        while True:
+            await self._dirty_signal.wait()
+            self._dirty_signal.clear()
+            if not self.connected.is_set():
+                continue  # everything is handed again on the next connect
+            while self._dirty:
+                topic = next(iter(self._dirty))
+                del self._dirty[topic]
+                self._hand_retained(topic)
+
+    async def _publish_health(self) -> None:
+        while True:
+            await self.connected.wait()
+            self._hand(GATEWAY_HEALTH, dumps(self._health()), retain=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEALTH_EVERY_S):
+                    await self._disconnected.wait()
+
+    async def _dispatch_commands(self) -> None:
+        prefix = f"{self.root}/"
+        while True:
+            topic, payload = await self._inbox.get()
+            if self._command_sink is not None and topic.startswith(prefix):
+                await self._command_sink(topic[len(prefix) :], payload)
+
+    async def _say_goodbye(self, client: paho.Client) -> None:
+        """A clean stop: say so ourselves; the broker sends the last will only if we vanish."""
+        if self.connected.is_set():
+            assert self._loop is not None
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._waiters[self._hand(GATEWAY_STATE, GATEWAY_OFFLINE, retain=True)] = waiter
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                    await waiter
+            client.disconnect()
+            with contextlib.suppress(TimeoutError):  # let paho's thread send the DISCONNECT
+                async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                    await self._disconnected.wait()

@@ -136,6 +136,10 @@ class _Job:
 _STOP: Final = object()
 
 
+class _JobFailed(Exception):
+    """A job failed in a batch run without savepoints: run the batch again, isolated."""
+
+
 class Store:
     """The journal and the outbox. Use as `async with Store(...) as store:`."""
 
@@ -315,7 +319,7 @@ class Store:
         if self._writer is None or self._loop is None:
             raise StoreError("the store is not open")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(run, future, self._loop))
+        self._jobs.put(_Job(run, future, self._loop))  # always the loop that opened the store
         return await future
 
     async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
@@ -388,41 +392,24 @@ class Store:
         return batch, False
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        counts = _Counts()
-        outcomes: list[tuple[Any, BaseException | None]] = []
-        # a job that failed for want of space or I/O: the store is in trouble, not the caller
-        trouble: sqlite3.OperationalError | None = None
+        """Run a batch in one transaction. All its jobs come from the store's own loop.
+
+        The batch runs first as it is; only if a job fails is it rolled back and run again with
+        each job in a savepoint of its own, so one bad write fails alone (savepoints cost two
+        statements a job, which the common case does not pay).
+        """
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                before = (counts.added, counts.removed)
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.run(conn, counts)
-                except Exception as err:  # one job's failure is its caller's alone
-                    if not conn.in_transaction:
-                        # SQLite rolled the whole transaction back (disk full, I/O error):
-                        # every job of the batch is lost, not only this one
-                        raise _as_sqlite_error(err) from err
-                    conn.execute("ROLLBACK TO job")
-                    counts.added, counts.removed = before
-                    if isinstance(err, sqlite3.OperationalError):
-                        trouble = err
-                    outcomes.append((None, _as_store_error(err, self.path)))
-                else:
-                    outcomes.append((result, None))
-                conn.execute("RELEASE job")
-            self._trim_outbox(conn, counts)
-            conn.execute("COMMIT")
-        except sqlite3.Error as err:
+            outcomes, counts, trouble = self._run_batch(conn, batch, isolated=False)
+        except _JobFailed:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            self.healthy = False
-            self.last_error = str(err)
-            log.error("store commit failed (%s); %d writes refused", err, len(batch))
-            failure = StoreError(f"cannot write {self.path}: {err}")
-            for job in batch:
-                job.loop.call_soon_threadsafe(_resolve, job.future, None, failure)
+            try:
+                outcomes, counts, trouble = self._run_batch(conn, batch, isolated=True)
+            except sqlite3.Error as err:
+                self._fail_batch(conn, batch, err)
+                return
+        except sqlite3.Error as err:
+            self._fail_batch(conn, batch, err)
             return
         self.healthy = trouble is None
         self.last_error = None if trouble is None else str(trouble)
@@ -432,8 +419,60 @@ class Store:
             loop.call_soon_threadsafe(self._on_dropped, counts.dropped)
         if counts.added:
             loop.call_soon_threadsafe(self.outbox_signal.set)
-        for job, (result, error) in zip(batch, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+        # one hand-off to the loop for the whole commit: each one is a write to its self-pipe
+        resolutions = [
+            (job.future, result, error)
+            for job, (result, error) in zip(batch, outcomes, strict=True)
+        ]
+        loop.call_soon_threadsafe(_resolve_all, resolutions)
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[_Job], *, isolated: bool
+    ) -> tuple[list[tuple[Any, BaseException | None]], _Counts, sqlite3.OperationalError | None]:
+        counts = _Counts()
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        # a job that failed for want of space or I/O: the store is in trouble, not the caller
+        trouble: sqlite3.OperationalError | None = None
+        conn.execute("BEGIN IMMEDIATE")
+        for job in batch:
+            if not isolated:
+                try:
+                    outcomes.append((job.run(conn, counts), None))
+                except Exception as err:
+                    raise _JobFailed from err
+                continue
+            before = (counts.added, counts.removed)
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job.run(conn, counts)
+            except Exception as err:  # one job's failure is its caller's alone
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (disk full, I/O error): every
+                    # job of the batch is lost, not only this one
+                    raise _as_sqlite_error(err) from err
+                conn.execute("ROLLBACK TO job")
+                counts.added, counts.removed = before
+                if isinstance(err, sqlite3.OperationalError):
+                    trouble = err
+                outcomes.append((None, _as_store_error(err, self.path)))
+            else:
+                outcomes.append((result, None))
+            conn.execute("RELEASE job")
+        self._trim_outbox(conn, counts)
+        conn.execute("COMMIT")
+        return outcomes, counts, trouble
+
+    def _fail_batch(self, conn: sqlite3.Connection, batch: list[_Job], err: sqlite3.Error) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        self.healthy = False
+        self.last_error = str(err)
+        log.error("store commit failed (%s); %d writes refused", err, len(batch))
+        failure: BaseException = StoreError(f"cannot write {self.path}: {err}")
+        resolutions: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
+            (job.future, None, failure) for job in batch
+        ]
+        batch[0].loop.call_soon_threadsafe(_resolve_all, resolutions)
 
     def _trim_outbox(self, conn: sqlite3.Connection, counts: _Counts) -> None:
         excess = self._depth + counts.added - counts.removed - self.outbox_max_messages
@@ -480,11 +519,13 @@ def _insert_fact(
 def _insert_outbox(
     conn: sqlite3.Connection, counts: _Counts, messages: Sequence[OutboxMessage]
 ) -> None:
-    conn.executemany(
-        "INSERT INTO outbox (topic, payload, retain, event_id, received_at) VALUES (?,?,?,?,?)",
-        [(m.topic, m.payload, int(m.retain), m.event_id, m.received_at) for m in messages],
-    )
-    counts.added += len(messages)
+    rows = [(m.topic, m.payload, int(m.retain), m.event_id, m.received_at) for m in messages]
+    sql = "INSERT INTO outbox (topic, payload, retain, event_id, received_at) VALUES (?,?,?,?,?)"
+    if len(rows) == 1:
+        conn.execute(sql, rows[0])  # most facts have one message; execute is the cheaper call
+    else:
+        conn.executemany(sql, rows)
+    counts.added += len(rows)
 
 
 def _set_cursor(conn: sqlite3.Connection, key: str, value: str) -> None:
@@ -503,6 +544,13 @@ def _as_store_error(err: Exception, path: Path) -> BaseException:
     if isinstance(err, sqlite3.Error):
         return StoreError(f"cannot write {path}: {err}")
     return err
+
+
+def _resolve_all(
+    resolutions: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+) -> None:
+    for future, result, error in resolutions:
+        _resolve(future, result, error)
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

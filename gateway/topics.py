@@ -25,11 +25,12 @@ def event_topic(event: Event) -> str:
     return f"events/{event.kind}/{event.topic_subject}"
 
 
-def event_messages(event: Event) -> Sequence[OutboxMessage]:
+def event_messages(event: Event, payload: str | None = None) -> Sequence[OutboxMessage]:
+    """The outbox messages of an event; `payload` is its JSON when the caller has it already."""
     return (
         OutboxMessage(
             topic=event_topic(event),
-            payload=event.payload_json().encode("utf-8"),
+            payload=(event.payload_json() if payload is None else payload).encode("utf-8"),
             received_at=event.received_at.timestamp(),
             event_id=event.event_id,
         ),
