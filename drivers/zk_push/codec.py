@@ -21,12 +21,12 @@ CRLF: Final = "\r\n"
 PIN_PATTERN: Final = re.compile(r"^[0-9A-Za-z]{1,24}$")
 # `C:{id}:{command}`: a command is one printable line, short enough for any firmware's buffer
 MAX_COMMAND_CHARS: Final = 512
-_TIME_PATTERN: Final = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-_INT_PATTERN: Final = re.compile(r"^-?\d{1,6}$")
+_TIME_PATTERN: Final = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
+_INT_PATTERN: Final = re.compile(r"^-?[0-9]{1,6}$")
 _RESULT_PATTERN: Final = re.compile(
-    r"^ID=(?P<id>\d{1,9})&Return=(?P<ret>-?\d{1,9})&CMD=(?P<cmd>.*)$"
+    r"^ID=(?P<id>[0-9]{1,9})&Return=(?P<ret>-?[0-9]{1,9})&CMD=(?P<cmd>.*)$"
 )
-_COMMAND_PATTERN: Final = re.compile(r"^C:(?P<id>\d{1,9}):(?P<cmd>.+)$")
+_COMMAND_PATTERN: Final = re.compile(r"^C:(?P<id>[0-9]{1,9}):(?P<cmd>.+)$")
 # OPERLOG lines carry user passwords and biometric templates; the journal never keeps them
 _SECRET_FIELDS: Final = re.compile(r"(?P<key>\b(?:Passwd|Password|Tmp|Content)=)[^\t]*")
 
@@ -150,7 +150,7 @@ def ok(count: int | None = None) -> str:
 
 def parse_ok(text: str) -> int | None:
     """n from `OK: n` (for the simulator); None when the answer is not an upload's OK."""
-    match = re.fullmatch(r"OK: (\d{1,9})\s*", text)
+    match = re.fullmatch(r"OK: ([0-9]{1,9})\s*", text)
     return int(match.group(1)) if match else None
 
 
@@ -289,7 +289,7 @@ def parse_info(value: str) -> ClockInfo:
         raise BodyError("INFO has no firmware version")
 
     def count(index: int) -> int | None:
-        if index < len(fields) and fields[index].isdigit():
+        if index < len(fields) and fields[index].isascii() and fields[index].isdigit():
             return int(fields[index])
         return None
 
