@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -54,8 +54,34 @@ SKEW_WINDOW_S: Final = 3600.0
 # unknown serial numbers remembered for logging once each; a scan of the network stays bounded
 UNKNOWN_SN_LOGGED_MAX: Final = 100
 FLAG_UNMAPPED: Final = "unmapped_status"
+# records normalized and committed per step, so a 1 MiB body never holds the loop for long
+RECORDS_PER_STEP: Final = 500
+# a body up to this size parses in well under a millisecond; larger ones go to a thread
+PARSE_INLINE_MAX_BYTES: Final = 16 * 1024
 
-Answer = tuple[int, str]
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a clock is told, and how the exchange counts in `hallgw_device_requests_total`."""
+
+    status: int
+    text: str
+    result: RequestResult = "ok"
+
+
+# the store could not commit: the clock keeps its records and sends them again after ErrorDelay
+STORE_UNAVAILABLE: Final = Answer(503, "store unavailable", "io_error")
+
+
+@dataclass(frozen=True)
+class QueuedCommand:
+    id: int
+    command: str
+    result: asyncio.Future[codec.CommandResult]
+
+
+T = TypeVar("T", str, bytes)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +188,10 @@ class PushServer:
                 request.remote,
                 sn[:64],
             )
-        return self._answer((403, "unknown device"))
+        return self._answer(Answer(403, "unknown device", "unknown_device"))
 
     async def _body(self, request: web.Request, clock: ClockDriver) -> bytes | web.Response:
-        too_large = (413, f"body over {MAX_BODY_BYTES} bytes")
+        too_large = Answer(413, f"body over {MAX_BODY_BYTES} bytes", "bad_frame")
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             clock.refused_body("too large")
             return self._answer(too_large)
@@ -176,8 +202,7 @@ class PushServer:
             return self._answer(too_large)
 
     def _answer(self, answer: Answer) -> web.Response:
-        status, text = answer
-        response = web.Response(status=status, text=text, content_type="text/plain")
+        response = web.Response(status=answer.status, text=answer.text, content_type="text/plain")
         # devices.md: clocks set their time from it, so it is the hall clock's, every time
         response.headers["Date"] = formatdate(self._context.clock.timestamp(), usegmt=True)
         return response
@@ -202,7 +227,7 @@ class ClockDriver:
         self._metrics = server.metrics
         self._next_command_id = 1
         self._queued: deque[tuple[int, str]] = deque()
-        self._waiting: dict[int, tuple[str, asyncio.Future[codec.CommandResult]]] = {}
+        self._waiting: dict[int, QueuedCommand] = {}
         self._run = iso(context.clock.now())  # command ids restart with every run
         self._skew_samples: deque[tuple[float, float]] = deque()
         self._warned_tables: set[str] = set()
@@ -222,22 +247,21 @@ class ClockDriver:
         await self.runner.expect_contact_every(SILENT_DELAYS_BEFORE_OFFLINE * self.config.delay_s)
 
     async def close(self) -> None:
-        for _command, future in self._waiting.values():
-            future.cancel()
+        for queued in self._waiting.values():
+            queued.result.cancel()
         self._waiting.clear()
 
-    def queue_command(self, command: str) -> int:
-        """Queue a command for the clock's next heartbeat; its id, for `result`."""
-        command = codec.check_command(command)
-        command_id = self._next_command_id
+    def queue_command(self, command: str) -> QueuedCommand:
+        """Queue a command for the clock's next heartbeat; await `.result` for its outcome."""
+        queued = QueuedCommand(
+            self._next_command_id,
+            codec.check_command(command),
+            asyncio.get_running_loop().create_future(),
+        )
         self._next_command_id += 1
-        self._queued.append((command_id, command))
-        self._waiting[command_id] = (command, asyncio.get_running_loop().create_future())
-        return command_id
-
-    async def result(self, command_id: int) -> codec.CommandResult:
-        """Wait for the clock's result of a queued command (the caller bounds the wait)."""
-        return await asyncio.shield(self._waiting[command_id][1])
+        self._queued.append((queued.id, queued.command))
+        self._waiting[queued.id] = queued
+        return queued
 
     def exchange(self, handle: Callable[[], Answer]) -> Answer:
         started = time.monotonic()
@@ -276,16 +300,16 @@ class ClockDriver:
             timezone_hours=offset.total_seconds() / 3600,
             realtime=self.config.realtime,
         )
-        return 200, codec.handshake(self.config.serial_number, options)
+        return Answer(200, codec.handshake(self.config.serial_number, options))
 
     async def upload(self, table: str, body: bytes) -> Answer:
-        text = codec.decode_text(body)
+        text = await _parse(codec.decode_text, body)
         if table == codec.ATTLOG:
             return await self._attlog(text)
         if table == codec.OPERLOG:
             return await self._operlog(text)
         if not table:
-            return 400, "table is required"
+            return Answer(400, "table is required", "bad_frame")
         lines = [line for line in text.splitlines() if line.strip()]
         self._metrics.lines.labels(self.device_id, table[:32], "ignored").inc(len(lines))
         if table not in self._warned_tables and len(self._warned_tables) < 16:
@@ -293,7 +317,7 @@ class ClockDriver:
             log.warning(
                 "%s: uploads of table %r are acknowledged and dropped", self.device_id, table[:32]
             )
-        return 200, codec.ok(len(lines))
+        return Answer(200, codec.ok(len(lines)))
 
     def heartbeat(self, info: str | None) -> Answer:
         if info:
@@ -314,10 +338,10 @@ class ClockDriver:
                 )
         pending = list(self._queued)
         self._queued.clear()
-        return 200, codec.commands(pending)
+        return Answer(200, codec.commands(pending))
 
     async def command_results(self, body: bytes) -> Answer:
-        parsed = codec.parse_results(codec.decode_text(body))
+        parsed = await _parse(codec.parse_results, codec.decode_text(body))
         if parsed.errors:
             self._bad_lines("devicecmd", parsed.errors)
         now = self._context.clock.now()
@@ -359,38 +383,84 @@ class ClockDriver:
                 await self._context.store.record_many([(entry, ()) for entry in entries])
         except (StoreError, TimeoutError) as err:
             log.error("%s: command results not stored: %s", self.device_id, err)
-            return 503, "store unavailable"
+            return STORE_UNAVAILABLE
         for result in parsed.results:
-            command, future = self._waiting.get(result.id, ("", None))
+            queued = self._waiting.get(result.id)
             # an id from before a restart may come back with another command's result
-            if future is not None and command == result.command:
+            if queued is not None and queued.command == result.command:
                 del self._waiting[result.id]
-                if not future.done():
-                    future.set_result(result)
-        return 200, codec.ok()
+                if not queued.result.done():
+                    queued.result.set_result(result)
+        return Answer(200, codec.ok(), "bad_frame" if parsed.errors else "ok")
 
     async def _attlog(self, text: str) -> Answer:
-        parsed = codec.parse_attlog(text)
+        parsed = await _parse(codec.parse_attlog, text)
         if parsed.errors:
             self._bad_lines(codec.ATTLOG, parsed.errors)
         now = self._context.clock.now()
-        hall = self._context.clock.zone
+        records = parsed.records
+        events: list[PunchEvent] = []
+        fresh: list[bool] = []
+        notes: list[JournalEntry] = []
+        try:
+            for start in range(0, len(records), RECORDS_PER_STEP):
+                step_events, step_notes = self._normalize(
+                    records[start : start + RECORDS_PER_STEP], now
+                )
+                async with asyncio.timeout(STORE_TIMEOUT_S):
+                    step_fresh = (
+                        await self._context.bus.publish_many([(e, "") for e in step_events])
+                        if step_events
+                        else []
+                    )
+                    if step_notes:
+                        await self._context.store.record_many([(n, ()) for n in step_notes])
+                events += step_events
+                fresh += step_fresh
+                notes += step_notes
+                self._server.engine.stored(
+                    Punch(event.staff_id, event.ts, event.event_id)
+                    for event, new in zip(step_events, step_fresh, strict=True)
+                    if new and event.staff_id is not None
+                )
+        except (StoreError, TimeoutError) as err:
+            # no OK: the clock keeps the records and sends them again after ErrorDelay
+            log.error(
+                "%s: %d of %d records not stored, not acknowledged: %s",
+                self.device_id,
+                len(records) - len(events) - len(notes),
+                len(records),
+                err,
+            )
+            return STORE_UNAVAILABLE
+        finally:
+            self._account(events, fresh, notes)
+        if PushServer.fault_after_commit is not None:
+            PushServer.fault_after_commit()
+        self._sample_skew([self._hall_time(record) for record in records], now)
+        return Answer(200, codec.ok(len(records)), "bad_frame" if parsed.errors else "ok")
+
+    def _normalize(
+        self, records: Sequence[codec.AttRecord], now: dt.datetime
+    ) -> tuple[list[PunchEvent], list[JournalEntry]]:
+        """Punch events to publish and flagged records to journal only, from parsed records."""
         roster = self._context.roster
         staff_ids: list[str | None] = []
         times: list[dt.datetime] = []
-        for record in parsed.records:
+        for record in records:
             person = roster.by_pin(record.pin)
             staff_ids.append(person.id if person is not None else None)
-            times.append(record.time.replace(tzinfo=self.zone).astimezone(hall))
+            times.append(self._hall_time(record))
         flags = [
-            self._flags(record, when, now)
-            for record, when in zip(parsed.records, times, strict=True)
+            self._flags(record, when, now) for record, when in zip(records, times, strict=True)
         ]
         trusted = [i for i, f in enumerate(flags) if not f]
-        annotations = self._server.engine.annotate([(staff_ids[i], times[i]) for i in trusted])
+        annotations = iter(
+            self._server.engine.annotate([(staff_ids[i], times[i]) for i in trusted])
+        )
         events: list[PunchEvent] = []
         notes: list[JournalEntry] = []
-        for index, record in enumerate(parsed.records):
+        for index, record in enumerate(records):
             event_id = stable_id(
                 self._context.site, self.config.serial_number, record.pin, record.stamp
             )
@@ -398,6 +468,7 @@ class ClockDriver:
             if direction is None:
                 notes.append(self._unmapped(event_id, record, times[index], now))
                 continue
+            late, early = next(annotations) if not flags[index] else (None, None)
             event = PunchEvent(
                 event_id=event_id,
                 ts=times[index],
@@ -407,70 +478,51 @@ class ClockDriver:
                 pin=record.pin,
                 direction=direction,
                 verify=self._verify(record),
+                late_minutes=late,
+                early_minutes=early,
             )
             if flags[index]:
                 notes.append(journal_entry(event, flags=",".join(flags[index]), published=False))
             else:
                 events.append(event)
-        events = [
-            event.model_copy(update={"late_minutes": late, "early_minutes": early})
-            for event, (late, early) in zip(events, annotations, strict=True)
-        ]
-        try:
-            async with asyncio.timeout(STORE_TIMEOUT_S):
-                fresh = (
-                    await self._context.bus.publish_many([(event, "") for event in events])
-                    if events
-                    else []
-                )
-                if notes:
-                    await self._context.store.record_many([(entry, ()) for entry in notes])
-        except (StoreError, TimeoutError) as err:
-            # no OK: the clock keeps the records and sends them again after ErrorDelay
-            log.error(
-                "%s: %d records not stored, not acknowledged: %s",
-                self.device_id,
-                len(parsed.records),
-                err,
-            )
-            return 503, "store unavailable"
-        if PushServer.fault_after_commit is not None:
-            PushServer.fault_after_commit()
-        self._account(events, fresh, notes)
-        self._server.engine.stored(
-            Punch(event.staff_id, event.ts, event.event_id)
-            for event, new in zip(events, fresh, strict=True)
-            if new and event.staff_id is not None
-        )
-        self._sample_skew(times, now)
-        return 200, codec.ok(len(parsed.records))
+        return events, notes
+
+    def _hall_time(self, record: codec.AttRecord) -> dt.datetime:
+        return record.time.replace(tzinfo=self.zone).astimezone(self._context.clock.zone)
 
     async def _operlog(self, text: str) -> Answer:
+        lines = await _parse(codec.operlog_lines, text)
         now = self._context.clock.now()
-        entries = []
-        for line in codec.operlog_lines(text):
-            stamped = codec.operlog_time(line)
-            when = stamped.replace(tzinfo=self.zone).astimezone(now.tzinfo) if stamped else now
-            entries.append(
-                _note(
-                    stable_id(self._context.site, self.config.serial_number, codec.OPERLOG, line),
-                    "operlog",
-                    self.device_id,
-                    when=when,
-                    now=now,
-                    payload={"serial_number": self.config.serial_number, "line": line},
-                )
-            )
+        fresh: list[bool] = []
         try:
-            async with asyncio.timeout(STORE_TIMEOUT_S):
-                fresh = await self._context.store.record_many([(entry, ()) for entry in entries])
+            for start in range(0, len(lines), RECORDS_PER_STEP):
+                entries = [
+                    self._oplog_entry(line, now) for line in lines[start : start + RECORDS_PER_STEP]
+                ]
+                async with asyncio.timeout(STORE_TIMEOUT_S):
+                    fresh += await self._context.store.record_many([(e, ()) for e in entries])
         except (StoreError, TimeoutError) as err:
             log.error("%s: operation log not stored, not acknowledged: %s", self.device_id, err)
-            return 503, "store unavailable"
-        new = sum(fresh)
-        self._metrics.lines.labels(self.device_id, codec.OPERLOG, "new").inc(new)
-        self._metrics.lines.labels(self.device_id, codec.OPERLOG, "duplicate").inc(len(fresh) - new)
-        return 200, codec.ok(len(entries))
+            return STORE_UNAVAILABLE
+        finally:
+            new = sum(fresh)
+            self._metrics.lines.labels(self.device_id, codec.OPERLOG, "new").inc(new)
+            self._metrics.lines.labels(self.device_id, codec.OPERLOG, "duplicate").inc(
+                len(fresh) - new
+            )
+        return Answer(200, codec.ok(len(lines)))
+
+    def _oplog_entry(self, line: str, now: dt.datetime) -> JournalEntry:
+        stamped = codec.operlog_time(line)
+        when = stamped.replace(tzinfo=self.zone).astimezone(now.tzinfo) if stamped else now
+        return _note(
+            stable_id(self._context.site, self.config.serial_number, codec.OPERLOG, line),
+            "operlog",
+            self.device_id,
+            when=when,
+            now=now,
+            payload={"serial_number": self.config.serial_number, "line": line},
+        )
 
     def _flags(self, record: codec.AttRecord, when: dt.datetime, now: dt.datetime) -> list[str]:
         flags = []
@@ -571,13 +623,7 @@ class ClockDriver:
         self._context.hub.update_values(self.device_id, {"clock_skew_s": skew})
 
     def _count(self, answer: Answer, started: float) -> None:
-        status = answer[0]
-        result: RequestResult = "ok"
-        if status >= 500:
-            result = "io_error"  # the exchange failed on our side (the store): nearest result
-        elif status >= 400:
-            result = "bad_frame"
-        self.runner.count_request(result, time.monotonic() - started)
+        self.runner.count_request(answer.result, time.monotonic() - started)
 
 
 def mount(config: ZkPushConfig, context: DriverContext) -> Mounted:
@@ -608,6 +654,13 @@ def mount(config: ZkPushConfig, context: DriverContext) -> Mounted:
 
 
 SERVER_KEY: Final = web.AppKey("zk_push_server", PushServer)
+
+
+async def _parse(parse: Callable[[T], R], data: T) -> R:
+    """Run a pure codec function; in a worker thread when the input is large."""
+    if len(data) <= PARSE_INLINE_MAX_BYTES:
+        return parse(data)
+    return await asyncio.to_thread(parse, data)
 
 
 def _status(record: codec.AttRecord) -> int:
