@@ -481,7 +481,10 @@ class AttendanceEngine:
         self._since: dt.date = self._started.date()
         self._punches: dict[tuple[str, dt.date], list[dt.datetime]] = defaultdict(list)
         self._seen: set[str] = set()
+        # facts of a person's day (a function of that day's punches), and of a person's month
+        # (every day of it, and the monthly rule over them); a new punch invalidates both
         self._day_facts: dict[tuple[str, dt.date], list[Fact]] = {}
+        self._month_facts: dict[tuple[str, dt.date], list[Fact]] = {}
         self._published: set[str] = set()
         self._wake = asyncio.Event()
         self.holding = False  # facts are due but wait for a clock to be heard from
@@ -564,30 +567,30 @@ class AttendanceEngine:
             if punch.event_id in self._seen:
                 continue
             self._seen.add(punch.event_id)
-            key = (punch.staff_id, punch.at.astimezone(self.rules.zone).date())
-            self._punches[key].append(punch.at)
-            self._day_facts.pop(key, None)
+            day = punch.at.astimezone(self.rules.zone).date()
+            self._punches[punch.staff_id, day].append(punch.at)
+            self._day_facts.pop((punch.staff_id, day), None)
+            self._month_facts.pop((punch.staff_id, day.replace(day=1)), None)
             added = True
         return added
 
     def _due(self, now: dt.datetime) -> tuple[list[Fact], dt.datetime | None]:
         today = now.astimezone(self.rules.zone).date()
-        horizon = _previous_month(today)
-        self._forget_before(horizon)
+        months = (_previous_month(today), today.replace(day=1))
+        self._forget_before(months[0])
+        heard = [t for t in self._contacts() if t is not None]
+        oldest_contact = min(heard) if heard else None
         due: list[Fact] = []
         next_check: dt.datetime | None = None
         held = False
         for staff_id in self.rules.staff:
             if self.rules.timetable(staff_id) is None:
                 continue
-            by_month: dict[tuple[int, int], list[Fact]] = defaultdict(list)
-            for day in _days(horizon, today):
-                by_month[day.year, day.month].extend(self._facts_of(staff_id, day))
-            for month_facts in by_month.values():
-                for fact in [*month_facts, *self.rules.half_days(staff_id, month_facts)]:
+            for month in months:
+                for fact in self._month(staff_id, month):
                     if fact.event_id in self._published or fact.day < self._since:
                         continue
-                    ready_at = self._ready_at(fact.final_at, now)
+                    ready_at = self._ready_at(fact.final_at, now, oldest_contact)
                     if ready_at is None:
                         held = True
                         next_check = _earliest(next_check, fact.final_at + MAX_SETTLE_HOLD)
@@ -599,7 +602,9 @@ class AttendanceEngine:
         due.sort(key=lambda f: (f.ts, f.event_id))
         return due, next_check
 
-    def _ready_at(self, final_at: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+    def _ready_at(
+        self, final_at: dt.datetime, now: dt.datetime, oldest_contact: dt.datetime | None
+    ) -> dt.datetime | None:
         """When a fact final at `final_at` may be published: a time, or None while a clock that
         was heard from in this run has not been heard from since (it may hold punches)."""
         after = max(final_at, self._started + BACKLOG_GRACE)
@@ -607,24 +612,34 @@ class AttendanceEngine:
             return after
         if now >= final_at + MAX_SETTLE_HOLD:
             return final_at
-        for last in self._contacts():
-            if last is not None and last < after:
-                return None
+        if oldest_contact is not None and oldest_contact < after:
+            return None
         return after
 
-    def _facts_of(self, staff_id: str, day: dt.date) -> list[Fact]:
+    def _month(self, staff_id: str, month: dt.date) -> list[Fact]:
+        """Every fact of a person's month, days still to come included (they are not final)."""
+        key = (staff_id, month)
+        facts = self._month_facts.get(key)
+        if facts is None:
+            first, last = month_bounds(month)
+            facts = [fact for day in _days(first, last) for fact in self._day(staff_id, day)]
+            facts += self.rules.half_days(staff_id, facts)
+            self._month_facts[key] = facts
+        return facts
+
+    def _day(self, staff_id: str, day: dt.date) -> list[Fact]:
         key = (staff_id, day)
         facts = self._day_facts.get(key)
         if facts is None:
-            facts = self.rules.day_facts(
-                self.rules.judge_day(staff_id, day, self._punches.get(key, ()))
-            )
+            punches = self._punches.get(key, ())
+            facts = self.rules.day_facts(self.rules.judge_day(staff_id, day, punches))
             self._day_facts[key] = facts
         return facts
 
     def _forget_before(self, horizon: dt.date) -> None:
-        for key in [k for k in self._day_facts if k[1] < horizon]:
-            del self._day_facts[key]
+        for cache in (self._month_facts, self._day_facts):
+            for key in [k for k in cache if k[1] < horizon]:
+                del cache[key]
         for key in [k for k in self._punches if k[1] < horizon]:
             del self._punches[key]
 
