@@ -122,6 +122,11 @@ def csv_rows(ledgers: Sequence[PersonLedger]) -> list[dict[str, str]]:
     return rows
 
 
+def display_width(text: str) -> int:
+    """Columns on a terminal: CJK characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _day_row(person: PersonLedger, staff_day: StaffDay) -> list[str]:
     day = staff_day.day
     facts = count_facts(person.day_facts(day))
@@ -188,17 +193,13 @@ def _person_table(
 
 
 def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    widths = [max(display_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         cells = [
-            cell + " " * (width - _width(cell)) for cell, width in zip(row, widths, strict=True)
+            cell + " " * (width - display_width(cell))
+            for cell, width in zip(row, widths, strict=True)
         ]
         print("  ".join(cells).rstrip(), file=out)
-
-
-def _width(text: str) -> int:
-    """Columns on a terminal: CJK characters take two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _time(when: dt.datetime | None) -> str:
