@@ -65,6 +65,8 @@ MAX_SETTLE_HOLD: Final = dt.timedelta(hours=12)
 BACKLOG_GRACE: Final = dt.timedelta(minutes=1)
 # the wall clock can jump (NTP, a fake clock in tests): a long wait is re-checked this often
 RECHECK_S: Final = 60.0
+# punches arriving this close together are judged together; a late fact waits at most this long
+COALESCE_S: Final = 0.2
 # a store that failed to commit is tried again after this long
 RETRY_AFTER_ERROR_S: Final = 10.0
 # journal flag of a record whose time is too far from the gateway's (see drivers/zk_push)
@@ -244,7 +246,8 @@ class AttendanceRules:
     def judge_day(
         self, staff_id: str, day: dt.date, punches: Iterable[dt.datetime] = ()
     ) -> StaffDay:
-        times = tuple(sorted(t.astimezone(self.zone) for t in punches))
+        zone = self.zone
+        times = tuple(sorted(t if t.tzinfo is zone else t.astimezone(zone) for t in punches))
         outcomes = tuple(_judge(window, times) for window in self.windows(staff_id, day))
         return StaffDay(staff_id, day, times, outcomes)
 
@@ -556,6 +559,8 @@ class AttendanceEngine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+                # punches come in bursts (a backlog, the 9 o'clock rush): judge a burst once
+                await asyncio.sleep(COALESCE_S)
 
     def due(self, now: dt.datetime) -> list[Fact]:
         """The facts that would be published at `now` (for tests and diagnostics)."""
@@ -567,8 +572,9 @@ class AttendanceEngine:
             if punch.event_id in self._seen:
                 continue
             self._seen.add(punch.event_id)
-            day = punch.at.astimezone(self.rules.zone).date()
-            self._punches[punch.staff_id, day].append(punch.at)
+            at = punch.at.astimezone(self.rules.zone)
+            day = at.date()
+            self._punches[punch.staff_id, day].append(at)
             self._day_facts.pop((punch.staff_id, day), None)
             self._month_facts.pop((punch.staff_id, day.replace(day=1)), None)
             added = True

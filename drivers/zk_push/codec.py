@@ -178,10 +178,7 @@ def parse_att_line(line: str) -> AttRecord:
         raise BodyError(f"PIN {pin[:30]!r} is not 1 to 24 letters or digits")
     if not _TIME_PATTERN.match(stamp):
         raise BodyError(f"time {stamp[:30]!r} is not YYYY-MM-DD HH:MM:SS")
-    try:
-        time = dt.datetime.strptime(stamp, TIME_FORMAT)  # noqa: DTZ007  # naive on the wire
-    except ValueError:
-        raise BodyError(f"time {stamp!r} is not a real date and time") from None
+    time = _naive_time(stamp)
     status = _optional_int(fields, 2, "status")
     verify = _optional_int(fields, 3, "verify")
     workcode = fields[4].strip() if len(fields) > 4 and fields[4].strip() else None
@@ -214,8 +211,8 @@ def operlog_time(line: str) -> dt.datetime | None:
     fields = line.split("\t")
     if len(fields) >= 3 and _TIME_PATTERN.match(fields[2].strip()):
         try:
-            return dt.datetime.strptime(fields[2].strip(), TIME_FORMAT)  # noqa: DTZ007
-        except ValueError:
+            return _naive_time(fields[2].strip())
+        except BodyError:
             return None
     return None
 
@@ -299,6 +296,21 @@ def parse_info(value: str) -> ClockInfo:
 
 def _lines(text: str) -> list[str]:
     return [line.rstrip("\r") for line in text.split("\n")]
+
+
+def _naive_time(stamp: str) -> dt.datetime:
+    """`YYYY-MM-DD HH:MM:SS` (already matched by _TIME_PATTERN); strptime is 5 times slower."""
+    try:
+        return dt.datetime(  # noqa: DTZ001  # naive on the wire, in the device's zone
+            int(stamp[0:4]),
+            int(stamp[5:7]),
+            int(stamp[8:10]),
+            int(stamp[11:13]),
+            int(stamp[14:16]),
+            int(stamp[17:19]),
+        )
+    except ValueError:
+        raise BodyError(f"time {stamp!r} is not a real date and time") from None
 
 
 def _optional_int(fields: list[str], index: int, name: str) -> int | None:
