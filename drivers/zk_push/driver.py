@@ -80,17 +80,6 @@ class QueuedCommand:
     result: asyncio.Future[codec.CommandResult]
 
 
-T = TypeVar("T", str, bytes)
-R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class _Metrics:
-    lines: Counter
-    unknown_pins: Counter
-    skew: Gauge
-
-
 class PushServer:
     """The `/iclock` endpoints of every punch clock of one gateway, and their attendance engine."""
 
@@ -208,6 +197,10 @@ class PushServer:
         return response
 
 
+# the shared server lives on the device listener's app, so clocks mounted later find it
+SERVER_KEY: Final = web.AppKey("zk_push_server", PushServer)
+
+
 class ClockDriver:
     """One punch clock: what its requests mean, its commands, its skew and its availability."""
 
@@ -289,8 +282,7 @@ class ClockDriver:
         log.warning("%s: body refused: %s", self.device_id, why)
 
     def handshake(self) -> Answer:
-        now = self._context.clock.now()
-        offset = self.zone.utcoffset(now.replace(tzinfo=None)) or dt.timedelta()
+        offset = self._context.clock.now().astimezone(self.zone).utcoffset() or dt.timedelta()
         options = codec.HandshakeOptions(
             error_delay_s=self.config.error_delay_s,
             delay_s=self.config.delay_s,
@@ -466,7 +458,7 @@ class ClockDriver:
             )
             direction = self.config.status_map.get(_status(record))
             if direction is None:
-                notes.append(self._unmapped(event_id, record, times[index], now))
+                notes.append(self._unmapped(event_id, record, times[index], now, flags[index]))
                 continue
             late, early = next(annotations) if not flags[index] else (None, None)
             event = PunchEvent(
@@ -539,7 +531,12 @@ class ClockDriver:
         return self.config.verify_map.get(record.verify, "other")
 
     def _unmapped(
-        self, event_id: str, record: codec.AttRecord, when: dt.datetime, now: dt.datetime
+        self,
+        event_id: str,
+        record: codec.AttRecord,
+        when: dt.datetime,
+        now: dt.datetime,
+        flags: Sequence[str],
     ) -> JournalEntry:
         return _note(
             event_id,
@@ -555,7 +552,7 @@ class ClockDriver:
                 "verify": record.verify,
                 "workcode": record.workcode,
             },
-            flags=FLAG_UNMAPPED,
+            flags=",".join(flags),
         )
 
     def _account(
@@ -653,7 +650,15 @@ def mount(config: ZkPushConfig, context: DriverContext) -> Mounted:
     return Mounted(config.id, restore=restore, task=run, close=driver.close, extras=extras)
 
 
-SERVER_KEY: Final = web.AppKey("zk_push_server", PushServer)
+T = TypeVar("T", str, bytes)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class _Metrics:
+    lines: Counter
+    unknown_pins: Counter
+    skew: Gauge
 
 
 async def _parse(parse: Callable[[T], R], data: T) -> R:
