@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import io
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -472,3 +473,53 @@ async def test_a_late_clock_in_is_published_at_once_with_the_punch(
         # nothing else is final yet: the morning is not over
         assert engine_of(running).due(clock.now()) == []
         assert mqtt.payloads("events/attendance/s004") == []
+
+
+async def test_no_ok_without_a_commit_and_the_clock_sends_again(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    config = hall(tmp_path, broker)
+    gateway, clock = faked(config, FRIDAY_0907)
+    url = device_url(config)
+    db = tmp_path / "hallgw.db"
+
+    def alter(sql: str) -> None:
+        conn = sqlite3.connect(db)
+        try:
+            conn.execute(sql)
+            conn.commit()
+        finally:
+            conn.close()
+
+    # a real SQLite failure inside the real store: the commit of any punch is refused
+    refuse = (
+        "CREATE TRIGGER refuse_punch BEFORE INSERT ON journal"
+        " WHEN NEW.kind = 'punch' BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+    )
+
+    async with recorder(broker) as mqtt, running_gateway(config, gateway=gateway) as running:
+        await asyncio.to_thread(alter, refuse)
+        refused = await exchange(
+            "POST",
+            f"{url}/iclock/cdata",
+            params={"SN": "CK0001", "table": "ATTLOG"},
+            data="1001\t2026-11-20 09:01:00\t0\t1\n",
+        )
+        assert (refused.status, refused.text) == (503, "store unavailable")
+        assert "Date" in refused.headers
+        async with SimClock("CK0001", url, time_source=clock.now, error_delay_s=0.1) as sim:
+            sim.punch("1002")
+            await mqtt.wait_for(lambda: sim.failures >= 2, what="refused uploads")
+            assert sim.acknowledged == []
+            await asyncio.to_thread(alter, "DROP TRIGGER refuse_punch")
+            async with asyncio.timeout(10):
+                await sim.flushed()
+            await mqtt.wait_for(lambda: len(punches(mqtt)) == 1, what="the punch, once")
+        assert punches(mqtt)[0]["pin"] == "1002"
+        assert (
+            await running.metric(
+                "hallgw_device_requests_total", device_id="clock-1", result="io_error"
+            )
+            >= 3
+        )
+        assert [r.kind for r in await store_of(running).journal(kinds=["punch"])] == ["punch"]
