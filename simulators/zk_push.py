@@ -154,6 +154,12 @@ class SimClock:
     def oplog_line(self, code: int = 4, admin: str = "0") -> str:
         return f"OPLOG {code}\t{admin}\t{self.now().strftime(codec.TIME_FORMAT)}\t0\t0\t0\t0"
 
+    def set_time(self, server_time: dt.datetime) -> None:
+        """Set the clock (firmware does so from a handshake's `Date`); it drifts on from here."""
+        true = self.time_source()
+        self.offset_s = (server_time - true).total_seconds()
+        self._drift_origin = true
+
     async def flushed(self) -> None:
         """Wait until every record and log line has been acknowledged (callers bound it)."""
         await self._idle.wait()
@@ -211,7 +217,7 @@ class SimClock:
             self.error_delay_s = float(options.get("ErrorDelay", DEFAULT_ERROR_DELAY_S))
         self.realtime = options.get("Realtime", "1") == "1"
         if self.sync_time and date:
-            self._set_clock(parsedate_to_datetime(date))
+            self.set_time(parsedate_to_datetime(date))
         self.handshakes += 1
         self._connected = True
 
@@ -283,11 +289,6 @@ class SimClock:
         elif command.startswith("REBOOT"):
             self._connected = False
         return line
-
-    def _set_clock(self, server_time: dt.datetime) -> None:
-        true = self.time_source()
-        self.offset_s = (server_time - true).total_seconds()
-        self._drift_origin = true
 
     @staticmethod
     def _check(resp: aiohttp.ClientResponse, text: str) -> None:
