@@ -23,7 +23,9 @@ facts live, each once it is *final*, i.e. no punch still to come can change it:
   change the first one); otherwise with the rest of the period;
 - `early_leave`, `no_punch` and `absent` when the period's window has closed, plus SETTLE_AFTER
   for clocks that upload in batches, and once every punch clock has been heard from since (so a
-  clock that was offline has uploaded what it held), but not later than MAX_SETTLE_HOLD;
+  clock that was offline has uploaded what it held); one silent clock holds them at most
+  MAX_SETTLE_HOLD, but while no clock at all has been heard from they wait (no evidence is not
+  an absence);
 - the monthly half day together with the late or early departure that completes it.
 Event ids are stable: the same judgement of the same period always has the same id.
 """
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 
 # a clock in batch mode uploads every TransInterval minutes (1 by default); wait that and more
 SETTLE_AFTER: Final = dt.timedelta(minutes=5)
-# a clock that stays offline must not hold the day's ledger forever
+# one clock that stays offline while others work must not hold the day's ledger forever
 MAX_SETTLE_HOLD: Final = dt.timedelta(hours=12)
 # after a start, clocks reconnect (within Delay) and upload what they held; give them this long
 BACKLOG_GRACE: Final = dt.timedelta(minutes=1)
@@ -585,7 +587,7 @@ class AttendanceEngine:
         months = (_previous_month(today), today.replace(day=1))
         self._forget_before(months[0])
         heard = [t for t in self._contacts() if t is not None]
-        oldest_contact = min(heard) if heard else None
+        contacts = (min(heard), max(heard)) if heard else None
         due: list[Fact] = []
         next_check: dt.datetime | None = None
         held = False
@@ -596,7 +598,7 @@ class AttendanceEngine:
                 for fact in self._month(staff_id, month):
                     if fact.event_id in self._published or fact.day < self._since:
                         continue
-                    ready_at = self._ready_at(fact.final_at, now, oldest_contact)
+                    ready_at = self._ready_at(fact.final_at, now, contacts)
                     if ready_at is None:
                         held = True
                         next_check = _earliest(next_check, fact.final_at + MAX_SETTLE_HOLD)
@@ -609,16 +611,22 @@ class AttendanceEngine:
         return due, next_check
 
     def _ready_at(
-        self, final_at: dt.datetime, now: dt.datetime, oldest_contact: dt.datetime | None
+        self,
+        final_at: dt.datetime,
+        now: dt.datetime,
+        contacts: tuple[dt.datetime, dt.datetime] | None,
     ) -> dt.datetime | None:
-        """When a fact final at `final_at` may be published: a time, or None while a clock that
-        was heard from in this run has not been heard from since (it may hold punches)."""
+        """When a fact final at `final_at` may be published: a time, or None while clocks may
+        still hold punches. `contacts`: the oldest and newest last contact of the clocks heard
+        from in this run. No clock heard from since: no evidence at all, wait (a hall whose
+        clocks are down is not absent). Some clock not heard from since: wait for it, but not
+        longer than MAX_SETTLE_HOLD."""
         after = max(final_at, self._started + BACKLOG_GRACE)
         if now < after:
             return after
-        if now >= final_at + MAX_SETTLE_HOLD:
-            return final_at
-        if oldest_contact is not None and oldest_contact < after:
+        if contacts is None or contacts[1] < after:
+            return None
+        if contacts[0] < after and now < final_at + MAX_SETTLE_HOLD:
             return None
         return after
 

@@ -55,14 +55,14 @@ class Hall:
         self.store = store
         self.clock = clock
         self.bus = EventBus(store, event_messages, Metrics())
-        self.last_contact: dt.datetime | None = None
+        self.contacts: dict[str, dt.datetime | None] = {"c1": None, "c2": None}
         self.engine = AttendanceEngine(
             AttendanceRules(config),
             roster=Roster(config),
             clock=clock,
             bus=self.bus,
             store=store,
-            contacts=lambda: [self.last_contact],
+            contacts=lambda: list(self.contacts.values()),
         )
 
     async def punch(self, when: dt.datetime) -> None:
@@ -79,8 +79,9 @@ class Hall:
         await self.bus.publish(event)
         self.engine.stored([Punch("a", when, event.event_id)])
 
-    def heard(self) -> None:
-        self.last_contact = self.clock.now()
+    def heard(self, *clocks: str) -> None:
+        for name in clocks or ("c1",):
+            self.contacts[name] = self.clock.now()
 
     def due(self) -> list[tuple[str, int | None]]:
         return [(f.action, f.minutes) for f in self.engine.due(self.clock.now())]
@@ -115,10 +116,18 @@ async def test_late_goes_out_at_once_and_settled_facts_wait_for_the_clock(tmp_pa
         h.heard()
         assert sorted(h.due()) == [("late", 10), ("no_punch", None)]
         assert not h.engine.holding
-        # a clock that stays silent holds the ledger at most MAX_SETTLE_HOLD
-        h.last_contact = at("12:40:00")
+        # one silent clock holds the ledger while another works, at most MAX_SETTLE_HOLD
+        h.contacts = {"c1": at("12:40:00"), "c2": at("12:40:00")}
+        clock.set(at("13:00:00"))
+        h.heard("c2")
+        assert h.due() == [("late", 10)]
         clock.set(at("12:50:00") + MAX_SETTLE_HOLD)
-        assert ("no_punch", None) in h.due()
+        h.heard("c2")
+        assert sorted(h.due()) == [("late", 10), ("no_punch", None)]
+        # but while no clock at all has been heard from, nothing is settled: no evidence
+        h.contacts = {"c1": at("12:40:00"), "c2": None}
+        assert h.due() == [("late", 10)]
+        assert h.engine.holding
 
 
 async def test_nothing_goes_out_before_the_clocks_had_time_to_upload_after_a_start(
