@@ -27,7 +27,10 @@ facts live, each once it is *final*, i.e. no punch still to come can change it:
   MAX_SETTLE_HOLD, but while no clock at all has been heard from they wait (no evidence is not
   an absence);
 - the monthly half day together with the late or early departure that completes it.
-Event ids are stable: the same judgement of the same period always has the same id.
+Event ids are stable: the same judgement of the same period always has the same id. Only
+published (trusted) punches count; punches journaled with a flag count only when the ledger is
+asked to (`--include-flagged`). A gateway first started after the hall opened judges from the
+next day on: the punches of the morning before it existed are not in its journal.
 """
 
 from __future__ import annotations
