@@ -36,7 +36,7 @@ from aiohttp import web
 
 from drivers.zk_push import codec
 from drivers.zk_push.codec import AttRecord
-from tests.support.mosquitto import Mosquitto, find_program, free_port
+from simulators.broker import Mosquitto, find_program, free_port
 
 REPO: Final = Path(__file__).resolve().parents[1]
 RESULTS: Final = REPO / "bench" / "results" / "zk_push.json"

@@ -25,8 +25,7 @@ from gateway.clock import FakeClock
 from gateway.config import load_config
 from gateway.ledger import print_ledger
 from simulators.zk_push import SimClock, running
-from tests.support.harness import running_gateway, write_config
-from tests.support.harness import test_secrets as secrets_for_tests
+from tests.support.harness import api_secrets, running_gateway, write_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Recorder
 from tests.support.zk import clock_hall, device_url
@@ -169,7 +168,7 @@ async def test_a_month_of_punches_matches_the_ground_truth(
     config_path = write_config(tmp_path / "hall.yaml", data)
     config = load_config(config_path)
     clock = FakeClock(dt.datetime(2026, 10, 1, tzinfo=ZONE))
-    gateway = Gateway(config, secrets_for_tests(), clock=clock)
+    gateway = Gateway(config, api_secrets(), clock=clock)
     by_day: dict[dt.date, list[tuple[str, dt.datetime]]] = {}
     for pin, local in truth.punches:
         by_day.setdefault(local.date(), []).append((pin, local))

@@ -23,8 +23,7 @@ from gateway.clock import FakeClock
 from gateway.config import Config
 from gateway.store import Store
 from simulators.zk_push import SimClock
-from tests.support.harness import RunningGateway, running_gateway, to_config
-from tests.support.harness import test_secrets as secrets_for_tests
+from tests.support.harness import RunningGateway, api_secrets, running_gateway, to_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Recorder
 from tests.support.zk import clock_hall, device_url, exchange
@@ -61,7 +60,7 @@ def hall(tmp_path: Path, broker: Mosquitto, **options: Any) -> Config:
 
 def faked(config: Config, start: dt.datetime) -> tuple[Gateway, FakeClock]:
     clock = FakeClock(start)
-    return Gateway(config, secrets_for_tests(), clock=clock), clock
+    return Gateway(config, api_secrets(), clock=clock), clock
 
 
 def punches(mqtt: Recorder) -> list[dict[str, Any]]:
