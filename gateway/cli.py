@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 import sys
@@ -36,6 +37,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("-c", "--config", required=True, help="the YAML config file")
     check = commands.add_parser("check-config", help="validate a config file; exit 2 if invalid")
     check.add_argument("file")
+    ledger = commands.add_parser(
+        "attendance", help="print the attendance ledger of a day or a month, from the store"
+    )
+    ledger.add_argument("-c", "--config", required=True, help="the YAML config file")
+    span = ledger.add_mutually_exclusive_group(required=True)
+    span.add_argument("--date", type=_date, metavar="YYYY-MM-DD", help="one day, every person")
+    span.add_argument("--month", type=_month, metavar="YYYY-MM", help="a month, person by person")
+    ledger.add_argument("--csv", metavar="FILE", help="also write the ledger to FILE as CSV")
+    ledger.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="count punches journaled with an implausible time (a clock's delayed backlog)",
+    )
     demo = commands.add_parser("demo", help="run a simulated hall with the gateway")
     demo.add_argument("--http-port", type=int, default=8080, help="main listener (0: any free)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
@@ -49,6 +63,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.file)
     if args.command == "run":
         return run_gateway(args.config)
+    if args.command == "attendance":
+        from gateway.ledger import print_ledger  # noqa: PLC0415  # keeps check-config light
+
+        return print_ledger(
+            args.config,
+            day=args.date,
+            month=args.month,
+            csv_path=args.csv,
+            include_flagged=args.include_flagged,
+        )
     from gateway.demo import run_demo  # noqa: PLC0415  # the demo pulls in the simulators
 
     return run_until_stopped(run_demo(http_port=args.http_port, keep=args.keep))
@@ -121,6 +145,20 @@ def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(supervise())
     return EXIT_OK
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-20") from None
+
+
+def _month(text: str) -> dt.date:
+    try:
+        return dt.datetime.strptime(text, "%Y-%m").date()  # noqa: DTZ007  # a date, no time
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month like 2026-11") from None
 
 
 def _leaves(err: BaseException) -> list[BaseException]:

@@ -366,6 +366,8 @@ def check_references(data: Mapping[str, Any]) -> Iterator[str]:
     staff = _entries(data, "staff")
     yield from _unique("buses", buses, "id")
     yield from _unique("devices", devices, "id")
+    # punch clocks share one endpoint and are told apart by serial number
+    yield from _unique("devices", devices, "serial_number")
     yield from _unique("windows", windows, "id")
     yield from _unique("staff", staff, "id")
     yield from _unique("staff", staff, "card")

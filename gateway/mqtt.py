@@ -124,6 +124,7 @@ class MqttPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
         self._tls: _TlsContext | None = None
+        self._stopping = False
 
     def set_retained(self, topic: str, payload: bytes) -> None:
         """Hold `payload` as the retained state of `topic` (relative to the root) and publish it.
@@ -264,7 +265,9 @@ class MqttPublisher:
         self.first_attempt.set()
 
     def _on_disconnected(self, why: str) -> None:
-        if self.connected.is_set():
+        if self._stopping:
+            log.info("MQTT disconnected (stopping)")
+        elif self.connected.is_set():
             log.warning("MQTT disconnected: %s", why)
         self.connected.clear()
         self._disconnected.set()
@@ -360,6 +363,7 @@ class MqttPublisher:
 
     async def _say_goodbye(self, client: paho.Client) -> None:
         """A clean stop: say so ourselves; the broker sends the last will only if we vanish."""
+        self._stopping = True
         if self.connected.is_set():
             assert self._loop is not None
             waiter: asyncio.Future[None] = self._loop.create_future()
