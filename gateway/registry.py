@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import Any
 
 from drivers.ff68_pad.driver import mount as mount_pad
+from drivers.led_text.driver import mount as mount_led
 from gateway.context import DriverContext, Mounted
 
 Mount = Callable[[Any, DriverContext], Mounted]
@@ -14,6 +15,7 @@ Mount = Callable[[Any, DriverContext], Mounted]
 DRIVERS: Mapping[str, Mount] = MappingProxyType(
     {
         "ff68_pad": mount_pad,
+        "led_text": mount_led,
     }
 )
 
