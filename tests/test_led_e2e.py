@@ -226,25 +226,27 @@ async def test_a_refusing_or_silent_controller_fails_the_command_with_a_reason(
         assert screen.text() == "好"
 
 
-async def test_a_screen_on_a_shared_serial_bus_takes_its_protocols_answer_time(
-    tmp_path: Path, broker: Mosquitto
+@pytest.mark.parametrize("link_field", ["bus", "url"])
+async def test_a_screen_on_serial_takes_its_protocols_answer_time(
+    tmp_path: Path, broker: Mosquitto, link_field: str
 ) -> None:
     sim = LedController([SimScreen(3)])
     link = tmp_path / "led-bus"
     await sim.open_pty(link)
     screen = sim.screen(3)
-    screen.slow_s = 0.3  # over the bus's 100 ms, within the LED's 1 s
+    screen.slow_s = 0.3  # over the shared bus's 100 ms, within the LED's 1 s
     try:
         bus = {"id": "bus-2f", "url": str(link), "timeout_ms": 100, "retries": 0}
         device = {
             "id": LED,
             "profile": "led_text",
             "transport": "serial",
-            "bus": "bus-2f",
             "address": 3,
             "status_poll_s": 0.3,
+            **({"bus": "bus-2f"} if link_field == "bus" else {"url": str(link)}),
         }
-        data = pad_hall(tmp_path, mqtt_port=broker.port, bus_url=str(link), pads=0, buses=[bus])
+        buses = [bus] if link_field == "bus" else []
+        data = pad_hall(tmp_path, mqtt_port=broker.port, bus_url=str(link), pads=0, buses=buses)
         data["devices"] = [device]
         config = to_config(data)
         async with Recorder(broker.port, [f"{ROOT}/#"]) as mqtt, running_gateway(config) as gw:
@@ -261,6 +263,23 @@ async def test_a_screen_on_a_shared_serial_bus_takes_its_protocols_answer_time(
             )
     finally:
         await sim.close()
+
+
+async def test_a_dropped_connection_is_opened_again_and_the_screen_told_again(
+    tmp_path: Path, broker: Mosquitto, controller: LedController
+) -> None:
+    config = hall(tmp_path, broker, [led(controller.port)])
+    screen = controller.screen(1)
+    async with running_gateway(config) as gw:
+        gw.gateway.screens.show("board", ["办事大厅"])
+        await until(lambda: screen.text() == "办事大厅", "content")
+        assert controller.connections == 1
+        shows = len(screen.texts())
+        screen.drop_next = True  # the controller reboots on the next request
+        await until(lambda: controller.connections == 2, "a new connection", timeout=10)
+        await until(lambda: len(screen.texts()) > shows, "the content sent again")
+        assert screen.text() == "办事大厅"
+        assert gw.gateway.hub.get(LED).online  # one lost poll is not an outage
 
 
 async def test_the_power_schedule_turns_screens_off_after_hours_and_on_before_opening(
