@@ -92,7 +92,7 @@ async def test_paper_out_is_a_kiosk_event_and_the_state_within_one_poll(
         await mqtt.wait_for(
             lambda: state(mqtt).get("peripherals", {}).get("printer") == "ok", what="state"
         )
-        assert availability(mqtt)["state"] == "online"
+        await mqtt.wait_for(lambda: availability(mqtt).get("state") == "online", what="online")
         assert state(mqtt)["state"] == "ready"
         assert state(mqtt)["hours"] == "always"
         assert mqtt.payloads(f"events/kiosk/{KIOSK}") == []  # the first status is the baseline
@@ -300,7 +300,7 @@ async def test_pushes_need_the_kiosks_token_and_a_status_body(
         assert await pushing.push(url, TOKEN) == 204
         events = await mqtt.wait_for(lambda: mqtt.payloads(f"events/kiosk/{KIOSK}"), what="event")
         assert (events[0]["from"], events[0]["to"]) == ("ok", "jam")
-        assert state(mqtt)["peripherals"]["printer"] == "jam"
+        await mqtt.wait_for(lambda: state(mqtt)["peripherals"]["printer"] == "jam", what="state")
 
 
 async def test_a_service_hours_kiosk_switched_off_at_night_is_not_an_outage(

@@ -17,8 +17,7 @@ from gateway.app import Gateway
 from gateway.clock import FakeClock
 from gateway.config import Config
 from simulators.led_text import LedController, SimScreen
-from tests.support.harness import pad_hall, running_gateway, to_config
-from tests.support.harness import test_secrets as make_secrets
+from tests.support.harness import api_secrets, pad_hall, running_gateway, to_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Recorder, publish
 from tests.support.polling import until
@@ -293,7 +292,7 @@ async def test_the_power_schedule_turns_screens_off_after_hours_and_on_before_op
     # Friday 17:40: the hall closed at 17:30, screens stay on 15 minutes more
     clock = FakeClock(dt.datetime(2026, 11, 20, 17, 40, tzinfo=ZONE))
     screen = controller.screen(1)
-    gateway = Gateway(config, make_secrets(), clock=clock)
+    gateway = Gateway(config, api_secrets(), clock=clock)
     async with (
         Recorder(broker.port, [f"{ROOT}/#"]) as mqtt,
         running_gateway(config, gateway=gateway),
