@@ -171,6 +171,7 @@ async def test_a_screen_is_offline_after_3_failures_and_shows_its_content_again_
     async with Recorder(broker.port, [f"{ROOT}/#"]) as mqtt, running_gateway(config) as gw:
         gw.gateway.screens.show("board", ["欢迎"])
         await until(lambda: screen.text() == "欢迎", "content")
+        await mqtt.wait_for(lambda: availability(mqtt).get("state") == "online", what="online")
         await controller.refuse()
         offline = await mqtt.wait_for(
             lambda: availability(mqtt).get("state") == "offline" and availability(mqtt),
