@@ -29,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.mqtt import MqttPublisher
 from gateway.registry import DRIVERS
 from gateway.roster import Roster
+from gateway.screens import Screens
 from gateway.serialbus import SerialBus
 from gateway.store import JournalEntry, Store
 from gateway.topics import availability, device_state, event_messages
@@ -55,6 +56,8 @@ class Gateway:
         self.hub = DeviceHub(
             [(d.id, PROFILE_KINDS[d.profile]) for d in config.devices], self.clock, self.metrics
         )
+        # what the hall's text screens show; engines push content, LED drivers subscribe
+        self.screens = Screens(self.clock)
         self.displays: dict[str, Display] = {}
         self.mounted: dict[str, Mounted] = {}
         self.store: Store | None = None
@@ -114,6 +117,7 @@ class Gateway:
                 metrics=self.metrics,
                 buses=buses,
                 device_http=devices_http,
+                screens=self.screens,
             )
             for device in config.devices:
                 mounted = DRIVERS[device.profile](device, context)

@@ -1,5 +1,5 @@
 """What a driver is given when it is mounted: hall time, where facts go, device state, the
-roster, the serial buses and the device listener."""
+roster, the serial buses, the device listener and what the hall's screens should show."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gateway.devices import PROFILE_KINDS, DeviceHub
 from gateway.metrics import Metrics
 from gateway.roster import Roster
 from gateway.runner import DeviceRunner
+from gateway.screens import Screens
 from gateway.serialbus import SerialBus
 from gateway.store import Store
 
@@ -41,6 +42,7 @@ class DriverContext:
     metrics: Metrics
     buses: Mapping[str, SerialBus]
     device_http: web.Application
+    screens: Screens
 
     def runner(self, device_id: str, profile: str, **options: Any) -> DeviceRunner:
         return DeviceRunner(device_id, PROFILE_KINDS[profile], self.hub, self.metrics, **options)

@@ -7,6 +7,8 @@ from types import MappingProxyType
 from typing import Any
 
 from drivers.ff68_pad.driver import mount as mount_pad
+from drivers.kiosk_http.driver import mount as mount_kiosk
+from drivers.led_text.driver import mount as mount_led
 from drivers.zk_push.driver import mount as mount_zk_push
 from gateway.context import DriverContext, Mounted
 
@@ -16,6 +18,8 @@ DRIVERS: Mapping[str, Mount] = MappingProxyType(
     {
         "ff68_pad": mount_pad,
         "zk_push": mount_zk_push,
+        "led_text": mount_led,
+        "kiosk_http": mount_kiosk,
     }
 )
 

@@ -95,6 +95,7 @@ class DeviceRunner:
         *,
         failures_before_offline: int = FAILURES_BEFORE_OFFLINE,
         offline_poll_s: float = OFFLINE_POLL_S,
+        poll_interval_s: float | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self.device_id = device_id
@@ -104,6 +105,8 @@ class DeviceRunner:
         self._metrics = metrics
         self._failures_before_offline = failures_before_offline
         self._offline_poll_s = offline_poll_s
+        # on a shared bus: poll only this often (an LED status every 10 s), not every sweep
+        self._poll_interval_s = poll_interval_s
         self._backoff = backoff or Backoff()
         self._failures = 0
         self._last_attempt: float | None = None
@@ -173,18 +176,26 @@ class DeviceRunner:
 
     def due(self, now: float) -> bool:
         """For a bus scheduler: poll this device in the sweep starting at loop time `now`?"""
-        if self.state is not LinkState.OFFLINE:
+        interval = self._interval()
+        if interval is None or self._last_attempt is None:
             return True
-        return self._last_attempt is None or now - self._last_attempt >= self._offline_poll_s
+        return now - self._last_attempt >= interval
 
     def attempted(self, now: float) -> None:
         self._last_attempt = now
 
     def next_due(self) -> float | None:
-        """Loop time at which an offline device is next due (None: due in every sweep)."""
-        if self.state is not LinkState.OFFLINE or self._last_attempt is None:
+        """Loop time at which the device is next due (None: due in every sweep)."""
+        interval = self._interval()
+        if interval is None or self._last_attempt is None:
             return None
-        return self._last_attempt + self._offline_poll_s
+        return self._last_attempt + interval
+
+    def _interval(self) -> float | None:
+        """Least time between two polls on a bus; None: every sweep."""
+        if self.state is LinkState.OFFLINE:
+            return max(self._offline_poll_s, self._poll_interval_s or 0.0)
+        return self._poll_interval_s
 
     async def run(self, device: PolledDevice) -> None:
         """Drive a device with its own link until cancelled."""

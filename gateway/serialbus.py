@@ -145,20 +145,23 @@ class BusLink:
         count: AttemptCounter,
         *,
         retries: int | None = None,
+        timeout_s: float | None = None,
     ) -> T:
         """Send `request` and return `match(frame)` for the first frame it does not return None
         for (a frame of another device, or a late answer, is skipped), retrying on failure.
 
         `match` raises BadResponse for an answer that is the device's but unusable. Every attempt
         is counted with its result. The answer's wait starts when the request has left the wire,
-        so a slow bus does not eat into the device's own answer time.
+        so a slow bus does not eat into the device's own answer time. `retries` and `timeout_s`
+        replace the bus's own for a device whose protocol sets them (an LED controller: 1 s).
         """
         attempts = 1 + (self.retries if retries is None else retries)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         for attempt in range(attempts):
             started = loop.time()
             try:
-                answer = await self._attempt(request, decode, match, started)
+                answer = await self._attempt(request, decode, match, started, timeout)
             except DeviceError as err:
                 count(err.result, loop.time() - started)
                 if err.reconnect or attempt == attempts - 1:
@@ -174,12 +177,17 @@ class BusLink:
         await asyncio.sleep(wire_time(len(data), self.port.baudrate))
 
     async def _attempt(
-        self, request: bytes, decode: Decoder[F], match: Callable[[F], T | None], started: float
+        self,
+        request: bytes,
+        decode: Decoder[F],
+        match: Callable[[F], T | None],
+        started: float,
+        timeout_s: float,
     ) -> T:
         self._rx.clear()
         self.port.discard_input()  # late bytes of an earlier answer must not pass for this one
         self.port.write(request)
-        deadline = started + wire_time(len(request), self.port.baudrate) + self.timeout_s
+        deadline = started + wire_time(len(request), self.port.baudrate) + timeout_s
         bad_frames = 0
         while True:
             while self._rx:

@@ -16,6 +16,8 @@ from gateway.configbase import (
     int_range,
 )
 
+Minutes = Annotated[int, int_range(0, 240)]
+
 
 class LedTextConfig(DeviceBase):
     profile: Literal["led_text"]
@@ -30,6 +32,19 @@ class LedTextConfig(DeviceBase):
     page_seconds: PositiveSeconds = 8
     # a page must hold at least one GBK character and its page marker
     max_bytes: Annotated[int, int_range(16, 65535)] = 512
+    # where and how text is shown (the show command's area, color and effect)
+    area: Annotated[int, int_range(0, 255)] = 1
+    color: Literal["red", "green", "yellow"] = "red"
+    effect: Literal["static", "scroll", "flash"] = "scroll"
+    # set on every (re)connect; null leaves the controller's own setting alone
+    brightness: Annotated[int, int_range(0, 100)] | None = None
+    # over this the screen reports over_temperature even if its own fault bit is clear
+    max_temperature_c: Annotated[int, int_range(0, 127)] = 70
+    # `service`: power the screen off after the hall's service hours and on before they begin
+    # (the regulations ask that screens be off after hours); `none` leaves power alone
+    power_schedule: Literal["none", "service"] = "none"
+    power_on_before_min: Minutes = 15
+    power_off_after_min: Minutes = 15
 
     @model_validator(mode="after")
     def _link(self) -> LedTextConfig:
