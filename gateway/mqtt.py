@@ -46,6 +46,8 @@ MAX_INFLIGHT: Final = 256
 MAX_HANDED: Final = 2048
 # outbox rows read per query while draining
 FETCH_BATCH: Final = 500
+# committed rows kept in memory for the publisher while it keeps up; past this it reads the store
+FRESH_MAX: Final = 20_000
 # acknowledged rows are deleted in groups, at most this long after their PUBACK
 ACK_FLUSH_S: Final = 0.05
 # mqtt.md: health within 5 s of each connect, then every 30 s
@@ -117,6 +119,11 @@ class MqttPublisher:
         self._handed_topics: dict[int, str] = {}
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._last_handed = 0
+        # while caught up, every row committed past `_last_handed` is in `_fresh`, in id order,
+        # so the drain need not read back what the store has just written
+        self._fresh: collections.deque[OutboxRow] = collections.deque()
+        self._caught_up = False
+        store.follow_outbox(self._rows_committed)
         self._room = asyncio.Event()
         self._acked_rows: list[int] = []
         self._acks: collections.deque[int] = collections.deque()
@@ -308,6 +315,15 @@ class MqttPublisher:
     def _hand_retained(self, topic: str) -> None:
         self._handed_topics[self._hand(topic, self._retained.get(topic, b""), retain=True)] = topic
 
+    def _rows_committed(self, rows: list[OutboxRow]) -> None:
+        if not self._caught_up:
+            return  # the drain reads them from the store
+        if len(self._fresh) + len(rows) > FRESH_MAX:
+            self._caught_up = False  # too far behind (the broker is away): back to the store
+            self._fresh.clear()
+            return
+        self._fresh.extend(rows)
+
     async def _drain_outbox(self) -> None:
         while True:
             await self.connected.wait()
@@ -315,10 +331,10 @@ class MqttPublisher:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            rows = await self._store.outbox_after(self._last_handed, FETCH_BATCH)
+            rows = await self._next_rows()
             if not rows:
                 self._store.outbox_signal.clear()
-                if not await self._store.outbox_after(self._last_handed, 1):
+                if not self._fresh or not self._caught_up:
                     await self._store.outbox_signal.wait()
                 continue
             for row in rows:
@@ -327,6 +343,26 @@ class MqttPublisher:
                 mid = self._hand(row.topic, row.payload, retain=row.retain)
                 self._handed_rows[mid] = row
                 self._last_handed = row.id
+            if self._caught_up:  # what was not handed goes back, in order
+                self._fresh.extendleft(reversed([r for r in rows if r.id > self._last_handed]))
+
+    async def _next_rows(self) -> list[OutboxRow]:
+        """The next rows to hand over: from memory while caught up, else from the store."""
+        if self._caught_up:
+            rows: list[OutboxRow] = []
+            while self._fresh and len(rows) < FETCH_BATCH:
+                row = self._fresh.popleft()
+                if row.id > self._last_handed:
+                    rows.append(row)
+            return rows
+        # from now on every commit also lands in `_fresh`; rows seen both ways are skipped by id
+        self._caught_up = True
+        self._fresh.clear()
+        rows = await self._store.outbox_after(self._last_handed, FETCH_BATCH)
+        if len(rows) == FETCH_BATCH:
+            self._caught_up = False  # more wait in the store: read it again next time
+            self._fresh.clear()
+        return rows
 
     async def _delete_acked(self) -> None:
         while True:

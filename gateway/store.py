@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -124,6 +124,7 @@ class _Counts:
     added: int = 0
     removed: int = 0
     dropped: int = 0
+    new_rows: list[OutboxRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -156,6 +157,7 @@ class Store:
         self.healthy = True
         self.last_error: str | None = None
         self._on_dropped = on_outbox_dropped
+        self._outbox_listener: Callable[[list[OutboxRow]], None] | None = None
         self._depth = 0
         self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -190,6 +192,16 @@ class Store:
     @property
     def outbox_depth(self) -> int:
         return self._depth
+
+    def follow_outbox(self, listener: Callable[[list[OutboxRow]], None]) -> None:
+        """Hear of every outbox row as soon as it is committed, in id order (the publisher keeps
+        up without reading back what was just written)."""
+        self._outbox_listener = listener
+
+    def _outbox_grew(self, rows: list[OutboxRow]) -> None:
+        if self._outbox_listener is not None:
+            self._outbox_listener(rows)
+        self.outbox_signal.set()
 
     async def record(
         self,
@@ -418,7 +430,7 @@ class Store:
         if counts.dropped and self._on_dropped is not None:
             loop.call_soon_threadsafe(self._on_dropped, counts.dropped)
         if counts.added:
-            loop.call_soon_threadsafe(self.outbox_signal.set)
+            loop.call_soon_threadsafe(self._outbox_grew, counts.new_rows)
         # one hand-off to the loop for the whole commit: each one is a write to its self-pipe
         resolutions = [
             (job.future, result, error)
@@ -441,7 +453,7 @@ class Store:
                 except Exception as err:
                     raise _JobFailed from err
                 continue
-            before = (counts.added, counts.removed)
+            before = (counts.added, counts.removed, len(counts.new_rows))
             conn.execute("SAVEPOINT job")
             try:
                 result = job.run(conn, counts)
@@ -451,7 +463,8 @@ class Store:
                     # job of the batch is lost, not only this one
                     raise _as_sqlite_error(err) from err
                 conn.execute("ROLLBACK TO job")
-                counts.added, counts.removed = before
+                counts.added, counts.removed, kept = before
+                del counts.new_rows[kept:]
                 if isinstance(err, sqlite3.OperationalError):
                     trouble = err
                 outcomes.append((None, _as_store_error(err, self.path)))
@@ -519,13 +532,15 @@ def _insert_fact(
 def _insert_outbox(
     conn: sqlite3.Connection, counts: _Counts, messages: Sequence[OutboxMessage]
 ) -> None:
-    rows = [(m.topic, m.payload, int(m.retain), m.event_id, m.received_at) for m in messages]
     sql = "INSERT INTO outbox (topic, payload, retain, event_id, received_at) VALUES (?,?,?,?,?)"
-    if len(rows) == 1:
-        conn.execute(sql, rows[0])  # most facts have one message; execute is the cheaper call
-    else:
-        conn.executemany(sql, rows)
-    counts.added += len(rows)
+    for m in messages:
+        row_id = conn.execute(sql, (m.topic, m.payload, int(m.retain), m.event_id, m.received_at))
+        counts.new_rows.append(
+            OutboxRow(
+                int(row_id.lastrowid or 0), m.topic, m.payload, m.retain, m.event_id, m.received_at
+            )
+        )
+    counts.added += len(messages)
 
 
 def _set_cursor(conn: sqlite3.Connection, key: str, value: str) -> None:
