@@ -27,6 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.clock import Clock
 from gateway.config import Config, Secrets
+from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.store import OutboxRow, Store
 from gateway.topics import (
@@ -169,6 +170,7 @@ class MqttPublisher:
         finally:
             await self._say_goodbye(client)
             await asyncio.to_thread(client.loop_stop)
+            await self._forget_acknowledged()
             if self._tls is not None:
                 self._tls.close_unused(None)
             self.connected.clear()
@@ -370,6 +372,16 @@ class MqttPublisher:
             if self._acked_rows:
                 batch, self._acked_rows = self._acked_rows, []
                 await self._store.outbox_remove(batch)
+
+    async def _forget_acknowledged(self) -> None:
+        """On the way out: what the broker acknowledged must not be sent again after a restart."""
+        self._take_acks()
+        if self._acked_rows:
+            batch, self._acked_rows = self._acked_rows, []
+            try:
+                await self._store.outbox_remove(batch)
+            except StoreError as err:  # they will be sent again: at least once, same event_id
+                log.warning("%d acknowledged messages stay in the outbox: %s", len(batch), err)
 
     async def _flush_retained(self) -> None:
         while True:

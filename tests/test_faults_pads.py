@@ -79,6 +79,11 @@ async def test_every_event_arrives_across_a_broker_outage(tmp_path: Path, padbus
                 presses.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await presses
+            await mqtt.wait_for(
+                lambda: not any(p.queue for p in padbus.pads.values()),
+                timeout=30,
+                what="every pad's events acknowledged",
+            )
             acked = sum(len(pad.acked) for pad in padbus.pads.values())
             assert acked > acked_before + 20, "pads were answered all through the outage"
             await mqtt.wait_for(

@@ -102,8 +102,9 @@ async def test_pad_events_arrive_on_their_topics_with_contract_payloads(
     assert pad.displayed == ["员工502", ""], (
         "the name is shown after login and cleared after logout"
     )
+    # an event is published once stored, which can be before its ACK has reached the pad
+    await mqtt.wait_for(lambda: not pad.queue, what="every event acknowledged")
     assert len(pad.acked) == 8
-    assert not pad.queue
 
     state = await mqtt.wait_for(lambda: (mqtt.last("devices/pad-w02/state") or {}).get("values"))
     assert state["window_id"] == "w02"
@@ -239,6 +240,7 @@ async def test_unmapped_keys_are_journaled_not_published(
         assert running.gateway.store is not None
         kept = await running.gateway.store.journal(kinds=["pad_unmapped_key"])
         assert [json.loads(row.payload)["key"] for row in kept] == [9]
+        await mqtt.wait_for(lambda: not pad.queue, what="all three acknowledged")
         assert len(pad.acked) == 3
 
 
