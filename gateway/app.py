@@ -18,7 +18,7 @@ from gateway.bus import EventBus
 from gateway.clock import Clock, SystemClock, iso
 from gateway.commands import CommandRouter
 from gateway.config import Config, Secrets
-from gateway.context import Display, DriverContext, Mounted
+from gateway.context import Display, DriverContext, GatewayParts, Mounted, Service
 from gateway.devices import PROFILE_KINDS, Change, DeviceHub, DeviceStatus
 from gateway.displays import DisplayCommands
 from gateway.errors import StoreError
@@ -62,6 +62,7 @@ class Gateway:
         self.mounted: dict[str, Mounted] = {}
         self.store: Store | None = None
         self.publisher: MqttPublisher | None = None
+        self.services: list[Service] = []
         self._availability: asyncio.Queue[JournalEntry] = asyncio.Queue(AVAILABILITY_QUEUE_MAX)
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
@@ -135,17 +136,19 @@ class Gateway:
                 "display", DisplayCommands(self.hub, self.displays).handle, with_subject=True
             )
             stack.push_async_callback(commands.close)
+            main = main_app(config, self.hub, self.metrics, self.health_problem)
+            parts = GatewayParts(context, publisher, commands, self.mounted, self.started_at)
+            self.services = build_services(parts)
+            for service in self.services:
+                service.install_routes(main)
+                await service.restore()
             publisher.on_commands(commands.topic_filters(), commands.receive)
 
-            await stack.enter_async_context(
-                HttpServer(
-                    config,
-                    main_app(config, self.hub, self.metrics, self.health_problem),
-                    devices_http,
-                )
-            )
+            await stack.enter_async_context(HttpServer(config, main, devices_http))
             async with asyncio.TaskGroup() as group:
                 group.create_task(publisher.run(), name="mqtt")
+                for service in self.services:
+                    group.create_task(service.run(), name=f"service-{service.name}")
                 group.create_task(self._journal_availability(store), name="availability-journal")
                 group.create_task(self._probe_store(store), name="store-probe")
                 with contextlib.suppress(TimeoutError):
@@ -226,6 +229,12 @@ class Gateway:
             with contextlib.suppress(StoreError):
                 await store.probe()
             await asyncio.sleep(STORE_PROBE_S)
+
+
+def build_services(parts: GatewayParts) -> list[Service]:
+    """The gateway-level services, in the order they restore and run."""
+    del parts  # presence and alerts are built here as they land
+    return []
 
 
 def _rss_bytes() -> int:

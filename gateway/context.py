@@ -12,9 +12,11 @@ from aiohttp import web
 
 from gateway.bus import EventBus
 from gateway.clock import Clock
+from gateway.commands import CommandRouter
 from gateway.config import Config, Secrets
 from gateway.devices import PROFILE_KINDS, DeviceHub
 from gateway.metrics import Metrics
+from gateway.mqtt import MqttPublisher
 from gateway.roster import Roster
 from gateway.runner import DeviceRunner
 from gateway.screens import Screens
@@ -61,3 +63,49 @@ class Mounted:
     # hours is not an outage at night, and alerts ask this before firing
     expected_on: Callable[[dt.datetime], bool] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayParts:
+    """What a gateway-level service (presence, alerts) is built from."""
+
+    context: DriverContext
+    publisher: MqttPublisher
+    commands: CommandRouter
+    mounted: Mapping[str, Mounted]
+    started_at: dt.datetime
+
+
+class Service(Protocol):
+    """A part of the gateway beside the drivers: presence, alerts. Built once the drivers are
+    mounted; every hook is optional (`ServiceBase` gives the defaults)."""
+
+    name: str
+
+    def install_routes(self, main: web.Application) -> None:
+        """Add this service's endpoints to the main listener."""
+
+    async def restore(self) -> None:
+        """Rebuild state from the store, before anything runs."""
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+
+    def reload(self, config: Config) -> None:
+        """Take a new roster and rules (SIGHUP); `config` is already validated."""
+
+
+class ServiceBase:
+    name = "service"
+
+    def install_routes(self, main: web.Application) -> None:
+        return
+
+    async def restore(self) -> None:
+        return
+
+    async def run(self) -> None:
+        return
+
+    def reload(self, config: Config) -> None:
+        return
