@@ -14,6 +14,7 @@ import secrets as token_source
 import shutil
 import socket
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +25,9 @@ from gateway.config import Config, ConfigError, parse_config, resolve_secrets
 from gateway.errors import GatewayError
 from simulators.broker import Mosquitto, free_port
 from simulators.ff68_pad import PadBus, SimPad
+from simulators.kiosk_http import KioskAgent
+from simulators.led_text import LedController, SimScreen
+from simulators.zk_push import SimClock
 
 
 class DemoError(GatewayError):
@@ -31,8 +35,10 @@ class DemoError(GatewayError):
 
 
 DEMO_CONFIG: Final = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
-# ratings per pad per minute in the demo: lively enough to watch, calm enough to read
+# the demo's pace: lively enough to watch, calm enough to read
 PAD_EVENTS_PER_MIN: Final = 3.0
+PUNCHES_PER_MIN: Final = 4.0
+KIOSK_CHANGES_PER_MIN: Final = 1.0
 
 
 def _port_free(port: int) -> bool:
@@ -77,7 +83,7 @@ async def run_demo(*, http_port: int, keep: bool) -> None:
         data["http"]["port"] = _pick_port(http_port)
         data["http"]["device_port"] = _pick_port(data["http"].get("device_port", 8081))
         cards = _login_cards(data)
-        pad_buses: list[tuple[PadBus, dict[int, str]]] = []
+        pad_buses: list[tuple[PadBus, dict[int, str], dict[int, list[int]]]] = []
         for bus in data.get("buses", []):
             members = [d for d in data["devices"] if d.get("bus") == bus["id"]]
             simulator = PadBus(
@@ -88,22 +94,67 @@ async def run_demo(*, http_port: int, keep: bool) -> None:
             stack.push_async_callback(simulator.close)
             bus["url"] = str(link)
             logins = {d["address"]: cards[d["window"]] for d in members if d["window"] in cards}
-            pad_buses.append((simulator, logins))
+            keys = {d["address"]: sorted(d["key_map"]) for d in members if "key_map" in d}
+            pad_buses.append((simulator, logins, keys))
+
+        runs: list[tuple[str, Coroutine[Any, Any, None]]] = [
+            (
+                f"demo-pads-{index}",
+                simulator.run_random(
+                    events_per_pad_per_min=PAD_EVENTS_PER_MIN, cards=logins, keys=keys
+                ),
+            )
+            for index, (simulator, logins, keys) in enumerate(pad_buses)
+        ]
+        runs += await _start_other_devices(data, stack)
 
         config = parse_config(yaml.safe_dump(data, allow_unicode=True), source=str(DEMO_CONFIG))
         token = os.environ.setdefault("HALLGW_API_TOKEN", token_source.token_urlsafe(18))
+        os.environ.setdefault("HALLGW_DEMO_KIOSK_TOKEN", token_source.token_urlsafe(18))
         secrets, _missing = resolve_secrets(config)
         gateway = Gateway(config, secrets)
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(gateway.run(ready.set), name="gateway")
-            for index, (simulator, logins) in enumerate(pad_buses):
-                group.create_task(
-                    simulator.run_random(events_per_pad_per_min=PAD_EVENTS_PER_MIN, cards=logins),
-                    name=f"demo-pads-{index}",
-                )
+            for name, work in runs:
+                group.create_task(work, name=name)
             await ready.wait()
             _banner(config, broker.port, token, state if keep else None)
+
+
+async def _start_other_devices(
+    data: dict[str, Any], stack: contextlib.AsyncExitStack
+) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+    """Start a simulator for every punch clock, kiosk and LED screen of the demo hall, point
+    the config at it, and return the work that keeps them busy."""
+    runs: list[tuple[str, Coroutine[Any, Any, None]]] = []
+    device_url = f"http://127.0.0.1:{data['http']['device_port']}"
+    pins = [person["pin"] for person in data.get("staff", []) if person.get("pin")]
+    for device in data["devices"]:
+        profile = device["profile"]
+        if profile == "zk_push":
+            # the clocks may start before the gateway listens: retry soon, not after 30 s
+            clock = SimClock(device["serial_number"], device_url, error_delay_s=2.0)
+            runs.append((f"demo-{device['id']}", clock.run()))
+            runs.append(
+                (
+                    f"demo-{device['id']}-punches",
+                    clock.run_random(pins, punches_per_min=PUNCHES_PER_MIN),
+                )
+            )
+        elif profile == "kiosk_http":
+            agent = KioskAgent(device["id"].upper())
+            await agent.start()
+            stack.push_async_callback(agent.crash)
+            device["base_url"] = agent.base_url
+            runs.append(
+                (f"demo-{device['id']}", agent.run_random(changes_per_min=KIOSK_CHANGES_PER_MIN))
+            )
+        elif profile == "led_text":
+            controller = LedController([SimScreen(device.get("address", 1))])
+            device["port"] = await controller.open_tcp()
+            stack.push_async_callback(controller.close)
+    return runs
 
 
 def _banner(config: Config, mqtt_port: int, token: str, kept: Path | None) -> None:

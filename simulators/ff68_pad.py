@@ -200,8 +200,15 @@ class PadBus:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._worker = None
 
-    async def run_random(self, *, events_per_pad_per_min: float, cards: dict[int, str]) -> None:
-        """Random behaviour for the demo: logins, ratings, now and then a pause."""
+    async def run_random(
+        self,
+        *,
+        events_per_pad_per_min: float,
+        cards: dict[int, str],
+        keys: dict[int, list[int]] | None = None,
+    ) -> None:
+        """Random behaviour for the demo: logins, ratings, now and then a pause. `keys` gives
+        the key codes of a pad that is not the common five-key one."""
         for address, card in cards.items():
             if address in self.pads:
                 self.pads[address].login(card)
@@ -211,7 +218,7 @@ class PadBus:
             pad = random.choice(list(self.pads.values()))
             roll = random.random()
             if roll < 0.85:
-                pad.press(random.choice([1, 1, 1, 2, 2, 3, 4, 5]))
+                pad.press(random.choice((keys or {}).get(pad.address, [1, 1, 1, 2, 2, 3, 4, 5])))
             elif roll < 0.93:
                 pad.pause()
             else:
