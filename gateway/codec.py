@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 FrameT_co = TypeVar("FrameT_co", covariant=True)
+F = TypeVar("F")
+T = TypeVar("T")
 
 
 class FrameError(ValueError):
@@ -23,3 +26,30 @@ class Decoder(Protocol[FrameT_co]):
         Garbage before a frame is consumed with no frame; a complete but invalid frame raises
         the codec's FrameError subclass, whose `consumed` says how much to drop.
         """
+
+
+def scan(
+    buffer: bytearray, decode: Decoder[F], match: Callable[[F], T | None]
+) -> tuple[T | None, list[str]]:
+    """Decode what has arrived in `buffer`, consuming it, until `match` accepts a frame.
+
+    Returns that answer (or None: nothing yet, the rest of a frame still to come) and the reasons
+    of the bad frames skipped on the way. Frames `match` declines (another device's, a late
+    answer) are dropped. A link calls this after every read; it does no I/O itself.
+    """
+    bad: list[str] = []
+    while buffer:
+        try:
+            consumed, frame = decode(buffer)
+        except FrameError as err:
+            del buffer[: max(1, err.consumed)]
+            bad.append(err.reason)
+            continue
+        del buffer[:consumed]
+        if frame is not None:
+            answer = match(frame)
+            if answer is not None:
+                return answer, bad
+        elif consumed == 0:
+            break  # a partial frame: wait for the rest
+    return None, bad

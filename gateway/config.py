@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import AfterValidator, Discriminator, Field, ValidationError, model_validator
+from pydantic import Discriminator, Field, ValidationError, model_validator
 
 from drivers.ff68_pad.config import PadConfig
 from drivers.kiosk_http.config import KioskConfig
@@ -30,6 +30,7 @@ from gateway.configbase import (
     Port,
     PositiveSeconds,
     StrictModel,
+    TimeZoneName,
     int_range,
     one_secret_source,
 )
@@ -46,19 +47,6 @@ DeviceConfig = Annotated[
     Discriminator("profile"),
 ]
 SITE_PATTERN = r"^[a-z0-9_-]+$"
-
-
-def _check_zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as err:
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)"
-        ) from err
-    return value
-
-
-TimeZoneName = Annotated[str, AfterValidator(_check_zone)]
 
 
 class TlsConfig(StrictModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
@@ -31,6 +32,19 @@ def _check_ident(value: str) -> str:
 
 
 Ident = Annotated[str, AfterValidator(_check_ident)]
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)"
+        ) from err
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_check_zone)]
 
 
 def int_range(low: int, high: int) -> AfterValidator:

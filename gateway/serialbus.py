@@ -16,7 +16,7 @@ from typing import Final, Protocol, TypeVar
 import serial
 import serial_asyncio_fast
 
-from gateway.codec import Decoder, FrameError
+from gateway.codec import Decoder, scan
 from gateway.config import BusConfig
 from gateway.errors import BadFrame, DeviceError, DeviceIOError, DeviceTimeout, RequestResult
 from gateway.metrics import Metrics
@@ -188,25 +188,13 @@ class BusLink:
         self.port.discard_input()  # late bytes of an earlier answer must not pass for this one
         self.port.write(request)
         deadline = started + wire_time(len(request), self.port.baudrate) + timeout_s
-        bad_frames = 0
         while True:
-            while self._rx:
-                try:
-                    consumed, frame = decode(self._rx)
-                except FrameError as err:
-                    del self._rx[: max(1, err.consumed)]
-                    bad_frames += 1
-                    log.debug("%s: bad frame (%s)", self.port.url, err.reason)
-                    continue
-                del self._rx[:consumed]
-                if frame is not None:
-                    answer = match(frame)
-                    if answer is not None:
-                        return answer
-                elif consumed == 0:
-                    break  # a partial frame: wait for the rest
-            if bad_frames:
-                raise BadFrame(f"{bad_frames} bad frame(s) on {self.port.url}")
+            answer, bad = scan(self._rx, decode, match)
+            if answer is not None:
+                return answer
+            if bad:
+                # the device answered, badly: retry now rather than wait out the timeout
+                raise BadFrame(f"{len(bad)} bad frame(s) on {self.port.url}: {bad[0]}")
             self._rx += await self.port.receive(deadline)
 
 

@@ -14,9 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import tty
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Final
 
 from drivers.ff68_pad import codec
 from drivers.ff68_pad.codec import Command, Frame, PadFrameError, PadReport
+from simulators.pty import SimPty
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +135,7 @@ class PadBus:
         self.requests = 0
         self.bad_requests = 0
         self.path: str | None = None
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._link: Path | None = None
+        self._pty: SimPty | None = None
         self._rx = bytearray()
         self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
         self._writer: asyncio.StreamWriter | None = None
@@ -151,21 +148,10 @@ class PadBus:
 
     async def open_pty(self, link: Path | None = None) -> str:
         """Create a pty for the gateway to open; point `link` at it (like a by-id link)."""
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no line discipline: 0x0A, 0x0D and 0x11 must pass untouched
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self.path = os.ttyname(slave)
-        asyncio.get_running_loop().add_reader(master, self._pty_readable)
-        if link is not None:
-            self._link = link
-            tmp = link.with_name(link.name + ".new")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(self.path)
-            tmp.replace(link)
+        self._pty = SimPty(link, self._pty_readable)
+        self.path = self._pty.path
         self._start_worker()
-        return str(link) if link is not None else self.path
+        return self._pty.name
 
     async def open_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen like an RS-485-to-Ethernet serial server; the gateway uses socket://host:port."""
@@ -175,16 +161,9 @@ class PadBus:
 
     async def vanish(self) -> None:
         """The port disappears (a USB adapter unplugged): close it and remove its link."""
-        if self._master is not None:
-            asyncio.get_running_loop().remove_reader(self._master)
-            os.close(self._master)
-            self._master = None
-        if self._slave is not None:
-            os.close(self._slave)
-            self._slave = None
-        if self._link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._link.unlink()
+        if self._pty is not None:
+            self._pty.close()
+            self._pty = None
         if self._server is not None:
             self._server.close()
             if self._writer is not None:
@@ -229,14 +208,7 @@ class PadBus:
             self._worker = asyncio.create_task(self._answer_forever(), name="padbus-sim")
 
     def _pty_readable(self) -> None:
-        assert self._master is not None
-        try:
-            data = os.read(self._master, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
+        if self._pty is not None and (data := self._pty.read()):
             self._incoming.put_nowait(data)
 
     async def _serve_client(
@@ -316,9 +288,8 @@ class PadBus:
         return BITS_PER_BYTE / self.baudrate
 
     def _write(self, data: bytes) -> None:
-        if self._master is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._master, data)
+        if self._pty is not None:
+            self._pty.write(data)
         elif self._writer is not None:
             self._writer.write(data)
 

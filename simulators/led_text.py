@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
-import tty
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Final
 
 from drivers.led_text import codec
 from drivers.led_text.codec import Command, Frame, LedFrameError, LedPayloadError, LedStatus, Result
+from simulators.pty import SimPty
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +184,7 @@ class LedController:
         self._host = "127.0.0.1"
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._link: Path | None = None
+        self._pty: SimPty | None = None
         self._pty_stream: _Stream | None = None
         self._pty_queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._pty_task: asyncio.Task[None] | None = None
@@ -225,35 +222,17 @@ class LedController:
                 await writer.wait_closed()
 
     async def open_pty(self, link: Path | None = None) -> str:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no line discipline: every byte value must pass untouched
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self.path = os.ttyname(slave)
-        self._pty_stream = _Stream(self, self._pty_write)
-        asyncio.get_running_loop().add_reader(master, self._pty_readable)
+        self._pty = SimPty(link, self._pty_readable)
+        self.path = self._pty.path
+        self._pty_stream = _Stream(self, self._pty.write)
         self._pty_task = asyncio.create_task(self._pty_forever(), name="led-sim-pty")
-        if link is not None:
-            self._link = link
-            tmp = link.with_name(link.name + ".new")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(self.path)
-            tmp.replace(link)
-        return str(link) if link is not None else self.path
+        return self._pty.name
 
     async def close(self) -> None:
         await self.refuse()
-        if self._master is not None:
-            asyncio.get_running_loop().remove_reader(self._master)
-            os.close(self._master)
-            self._master = None
-        if self._slave is not None:
-            os.close(self._slave)
-            self._slave = None
-        if self._link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._link.unlink()
+        if self._pty is not None:
+            self._pty.close()
+            self._pty = None
         if self._pty_task is not None:
             self._pty_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -277,25 +256,13 @@ class LedController:
             writer.close()
 
     def _pty_readable(self) -> None:
-        assert self._master is not None
-        try:
-            data = os.read(self._master, _READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
+        if self._pty is not None and (data := self._pty.read()):
             self._pty_queue.put_nowait(data)
 
     async def _pty_forever(self) -> None:
         assert self._pty_stream is not None
         while True:
             await self._pty_stream.feed(await self._pty_queue.get())
-
-    def _pty_write(self, data: bytes) -> None:
-        if self._master is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._master, data)
 
 
 def _corrupt(frame: Frame) -> bytes:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from gateway.codec import Decoder, FrameError
+from gateway.codec import Decoder, scan
 from gateway.errors import BadFrame, DeviceError, DeviceIOError, DeviceTimeout
 from gateway.serialbus import AttemptCounter
 
@@ -108,14 +108,12 @@ class TcpLink:
             raise DeviceTimeout(f"{self.address} takes no data", reconnect=True) from err
         except OSError as err:
             raise DeviceIOError(f"cannot send to {self.address}: {err}") from err
-        bad_frames = 0
         while True:
-            answer, bad = self._scan(decode, match)
+            answer, bad = scan(self._rx, decode, match)
             if answer is not None:
                 return answer
-            bad_frames += bad
-            if bad_frames:
-                raise BadFrame(f"{bad_frames} bad frame(s) from {self.address}")
+            if bad:
+                raise BadFrame(f"{len(bad)} bad frame(s) from {self.address}: {bad[0]}")
             try:
                 async with asyncio.timeout_at(deadline):
                     data = await reader.read(_READ_CHUNK)
@@ -126,26 +124,6 @@ class TcpLink:
             if not data:
                 raise DeviceIOError(f"{self.address} closed the connection")
             self._rx += data
-
-    def _scan(self, decode: Decoder[F], match: Callable[[F], T | None]) -> tuple[T | None, int]:
-        """Decode what has arrived: the answer if it is there, and how many bad frames came."""
-        bad_frames = 0
-        while self._rx:
-            try:
-                consumed, frame = decode(self._rx)
-            except FrameError as err:
-                del self._rx[: max(1, err.consumed)]
-                bad_frames += 1
-                log.debug("%s: bad frame (%s)", self.address, err.reason)
-                continue
-            del self._rx[:consumed]
-            if frame is not None:
-                answer = match(frame)
-                if answer is not None:
-                    return answer, bad_frames
-            elif consumed == 0:
-                break  # a partial frame: wait for the rest
-        return None, bad_frames
 
     def _drop(self) -> None:
         if self._writer is not None:
