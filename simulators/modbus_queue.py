@@ -90,10 +90,6 @@ class SimWindow:
     staff: int = 0
     calls: int = 0
 
-    @property
-    def label(self) -> str | None:
-        return ticket_label(ord(self.prefix) if self.prefix else 0, self.ticket)
-
 
 def _default_services(window: int, services: int) -> tuple[int, ...]:
     """Window n serves service n (cyclically) first and helps with the next one."""
@@ -125,6 +121,7 @@ class QueueEngine:
         self.truth: list[Truth] = []
         self._unsealed = 0  # truth[_unsealed:] have no `waiting` yet
         self._codes = {status: code for code, status in self.map.status_codes.items()}
+        self._prefixed = self.map.windows.fields.prefix is not None
         self._image: list[int] | None = None
         wmap, smap = self.map.windows, self.map.services
         self.size = 1 + max(
@@ -204,10 +201,15 @@ class QueueEngine:
             if entry.service is None:
                 continue
             w = self.windows[entry.window - 1]
-            seen = entry.action != "recalled" or w.label == entry.ticket
+            seen = entry.action != "recalled" or self.label(w) == entry.ticket
             waiting = len(self.services[entry.service - 1].queue)
             self.truth[index] = replace(entry, waiting=waiting, seen=seen)
         self._unsealed = len(self.truth)
+
+    def label(self, window: SimWindow) -> str | None:
+        """The ticket on display as the gateway reads it (no letter if the map has no prefix)."""
+        prefix = ord(window.prefix) if self._prefixed and window.prefix else 0
+        return ticket_label(prefix, window.ticket)
 
     # -- the registers ---------------------------------------------------------------------------
     def registers(self) -> list[int]:
@@ -269,7 +271,7 @@ class QueueEngine:
         if ticket_of is None:
             self.truth.append(Truth(window, action))
         else:
-            self.truth.append(Truth(window, action, ticket_of.label, ticket_of.service))
+            self.truth.append(Truth(window, action, self.label(ticket_of), ticket_of.service))
         self._changed()
 
     def _changed(self) -> None:
@@ -363,6 +365,7 @@ class QueueController:
         self.on_header_read: ReadHook | None = None
         layout = RegisterLayout(engine.map)
         self._header_address = -1 if layout.header_read is None else layout.header_read.address
+        self.listening_port = 0  # the port of the latest server started
         self._servers: list[ModbusTcpServer | ModbusSerialServer] = []
         self._lines: list[Rs485Line] = []
 
@@ -416,7 +419,8 @@ class QueueController:
         self._servers.append(server)
         listener = server.transport
         assert isinstance(listener, asyncio.Server)  # a TCP listener, also for RTU over TCP
-        return int(listener.sockets[0].getsockname()[1])
+        self.listening_port = int(listener.sockets[0].getsockname()[1])
+        return self.listening_port
 
     async def _action(
         self,

@@ -79,11 +79,16 @@ class TcpLink:
             timeout=max(CONNECT_TIMEOUT_S, self.timeout_s) + PYMODBUS_TIMEOUT_MARGIN_S,
             trace_connect=self._on_connection,
         )
+        cancels = cancel_requests()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 connected = bool(await client.connect())
+                deliver_lost_cancel(cancels)
         except TimeoutError:
             connected = False
+        except asyncio.CancelledError:
+            client.close()
+            raise
         if not connected:
             client.close()
             self._count("io_error", loop.time() - started)
@@ -116,12 +121,14 @@ class TcpLink:
         client = self._client
         if client is None or not client.connected:
             raise DeviceIOError(f"{self._name}: not connected")
+        cancels = cancel_requests()
         try:
             async with asyncio.timeout(self.timeout_s) as scope:
                 self._in_flight = scope
                 answer = await client.read_holding_registers(
                     request.address, count=request.count, device_id=self.unit
                 )
+                deliver_lost_cancel(cancels)
         except TimeoutError as err:
             if not client.connected:
                 raise DeviceIOError(f"{self._name}: connection closed by the controller") from err
@@ -152,6 +159,25 @@ class TcpLink:
         if not connected and self._in_flight is not None:
             # the controller closed the connection: fail the read in flight now
             self._in_flight.reschedule(asyncio.get_running_loop().time())
+
+
+def cancel_requests() -> int:
+    """Cancellations requested of the current task and not yet handled."""
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def deliver_lost_cancel(before: int) -> None:
+    """Raise the cancellation pymodbus may have dropped.
+
+    pymodbus awaits `asyncio.wait_for`, which on Python 3.11 returns a result that arrived in
+    the same loop iteration as a cancellation and drops the cancellation (fixed in 3.12): the
+    device's task would poll on after the gateway cancelled it. Inside our own timeout, this
+    also turns our own timeout's dropped cancellation back into a TimeoutError.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 def _exception_name(answer: object) -> str:
