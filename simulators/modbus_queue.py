@@ -14,6 +14,7 @@ queue controller and rating pads share one serial port as they do in a hall.
 
     python -m simulators.modbus_queue --tcp 5020 --windows 12 --services 4 --round-s 2
     python -m simulators.modbus_queue --rtu-link /tmp/queue-rtu --unit 1 --round-s 2
+    python -m simulators.modbus_queue --tcp 0 --busy     # every poll finds one change (benchmark)
 """
 
 from __future__ import annotations
@@ -291,7 +292,7 @@ class DayScript:
         engine: QueueEngine,
         *,
         tickets: int | None,
-        seed: int = 1,
+        seed: int | None = 1,
         issue_per_round: float = 1.5,
         round_s: float = 20.0,
     ) -> None:
@@ -326,6 +327,21 @@ class DayScript:
         for w in rng.sample(windows, len(windows)):
             self._act(w, day_over=day_over)
         return True
+
+    def step(self) -> None:
+        """One change, however long it takes to find one: a window acts, or a ticket is issued
+        (an endless day; the windows open on the first step)."""
+        engine, rng = self.engine, self._rng
+        before = engine.change_counter
+        if not self.rounds:
+            self.rounds = 1
+            for w in engine.windows:
+                engine.open(w.number)
+        while engine.change_counter == before:
+            if rng.random() < 0.3:
+                engine.issue(rng.randint(1, len(engine.services)))
+            else:
+                self._act(rng.choice(engine.windows), day_over=False)
 
     def _act(self, w: SimWindow, *, day_over: bool) -> None:
         engine, roll = self.engine, self._rng.random()
@@ -580,18 +596,32 @@ async def _main(args: argparse.Namespace) -> None:
     controller = QueueController(engine, unit=args.unit)
     if args.tcp is not None:
         port = await controller.serve_tcp(port=args.tcp)
-        print(f"queue controller on Modbus TCP 127.0.0.1:{port}, unit {args.unit}", flush=True)  # noqa: T201
+        where = f"Modbus TCP 127.0.0.1:{port}, unit {args.unit}"
     elif args.rtu_tcp is not None:
         port = await controller.serve_rtu_tcp(port=args.rtu_tcp)
-        print(f"queue controller on Modbus RTU socket://127.0.0.1:{port}", flush=True)  # noqa: T201
+        where = f"Modbus RTU socket://127.0.0.1:{port}, unit {args.unit}"
     else:
         path = await controller.open_pty(Path(args.rtu_link) if args.rtu_link else None)
-        print(f"queue controller on Modbus RTU {path}, unit {args.unit}", flush=True)  # noqa: T201
+        where = f"Modbus RTU {path}, unit {args.unit}"
+    print(f"queue controller on {where}", flush=True)  # noqa: T201
     script = DayScript(engine, tickets=None, seed=args.seed)
+    if args.busy or args.rounds:
+        script.step()  # the windows open
+
+        def change_on_every_poll() -> None:
+            if args.busy:
+                script.step()
+                return
+            before = engine.change_counter
+            while engine.change_counter == before:
+                script.round()
+
+        controller.on_header_read = change_on_every_poll
     try:
         while True:
             await asyncio.sleep(args.round_s)
-            script.round()
+            if not (args.busy or args.rounds or args.idle):
+                script.round()
     finally:
         await controller.stop()
 
@@ -606,6 +636,10 @@ def main() -> None:
     parser.add_argument("--rtu-link", help="symlink to create to the RTU pty")
     parser.add_argument("--round-s", type=float, default=2.0, help="seconds between rounds")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--busy", action="store_true", help="one change before every header read")
+    mode.add_argument("--rounds", action="store_true", help="a round before every header read")
+    mode.add_argument("--idle", action="store_true", help="no change ever (benchmarks)")
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(parser.parse_args()))

@@ -4,7 +4,6 @@ comparison and RTU frames. The end-to-end tests are in test_modbus_queue_e2e.py.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 import pytest
@@ -365,7 +364,7 @@ def changes(
 
 
 def w(base: WindowState, **changed: Any) -> WindowState:
-    return dataclasses.replace(base, **changed)
+    return base._replace(**changed)
 
 
 @pytest.mark.parametrize(
@@ -476,9 +475,9 @@ async def test_a_cancellation_that_wait_for_drops_is_delivered_after_all() -> No
     answer: asyncio.Future[int] = loop.create_future()
 
     async def read() -> int:
-        before = tcp.cancel_requests()
+        mark = tcp.cancel_mark()
         result = await asyncio.wait_for(answer, 1.0)
-        tcp.deliver_lost_cancel(before)
+        tcp.deliver_lost_cancel(mark)
         return result
 
     task = asyncio.create_task(read(), name="read")
@@ -492,17 +491,18 @@ async def test_a_cancellation_that_wait_for_drops_is_delivered_after_all() -> No
 async def test_our_own_timeout_stays_a_timeout() -> None:
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[int] = loop.create_future()
-    before = tcp.cancel_requests()
 
     async def read() -> int:
+        mark = tcp.cancel_mark()
         async with asyncio.timeout(0.01):
             result = await asyncio.wait_for(answer, 1.0)
-            tcp.deliver_lost_cancel(before)
+            tcp.deliver_lost_cancel(mark)
         return result
 
+    task = asyncio.create_task(read(), name="read")
     with pytest.raises(TimeoutError):
-        await read()
-    assert tcp.cancel_requests() == before
+        await task
+    assert task.cancelling() == 0
 
 
 # -- RTU frames ----------------------------------------------------------------------------------

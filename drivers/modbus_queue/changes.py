@@ -17,14 +17,13 @@ ticket that was then replaced, a pause shorter than the poll) leaves no trace in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from drivers.modbus_queue.registers import Snapshot, WindowState
 from gateway.events import QueueAction
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One queue event, before it gets a window id, a time and an event id."""
 
     window: int  # the controller's window number, 1…W
@@ -34,8 +33,7 @@ class Change:
     waiting: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Baseline:
+class Baseline(NamedTuple):
     """What the next snapshot is compared with."""
 
     snapshot: Snapshot
@@ -50,18 +48,23 @@ class Baseline:
 
 def compare(baseline: Baseline, current: Snapshot) -> tuple[list[Change], Baseline]:
     """The events between `baseline` and `current`, and the baseline for the next comparison."""
-    before = baseline.snapshot.windows
+    before, was_finished = baseline.snapshot.windows, baseline.finished
+    if current.windows == before:  # only the queues changed (a ticket issued)
+        return [], Baseline(current, was_finished)
     changes: list[Change] = []
     finished: list[bool] = []
     for index, now in enumerate(current.windows):
         if index >= len(before):
             finished.append(False)  # a window the controller did not report before
             continue
+        if now == before[index]:
+            finished.append(was_finished[index])
+            continue
         done = _window(
             index + 1,
             before[index],
             now,
-            done=baseline.finished[index],
+            done=was_finished[index],
             current=current,
             out=changes,
         )
@@ -79,8 +82,6 @@ def _window(
     out: list[Change],
 ) -> bool:
     """Append the window's changes to `out`; return whether its ticket now counts as finished."""
-    if old == new:
-        return done
     was_open, is_open = old.status != "closed", new.status != "closed"
     if is_open and not was_open:
         out.append(Change(number, "opened"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
 from drivers.modbus_queue import rtu
@@ -25,7 +24,9 @@ from drivers.modbus_queue.registers import (
     MapError,
     Read,
     RegisterLayout,
+    ServiceState,
     Snapshot,
+    WindowState,
     ticket_label,
 )
 from drivers.modbus_queue.tcp import TcpLink
@@ -80,6 +81,9 @@ class QueuePoller:
         self._roster = roster
         self._baseline: Baseline | None = None
         self._window_ids: dict[int, str] = {}
+        self._window_values: dict[int, tuple[WindowState, dict[str, Any]]] = {}
+        self._service_values: tuple[tuple[ServiceState, ...], dict[str, Any]] | None = None
+        self._windows_value: tuple[tuple[WindowState, ...], dict[str, Any]] | None = None
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -96,8 +100,8 @@ class QueuePoller:
             return
         plan = layout.plan(header.windows, header.services)
         parts = [
-            await read(request, partial(plan.decode_read, i))
-            for i, request in enumerate(plan.reads)
+            await read(request, decode)
+            for request, decode in zip(plan.reads, plan.decoders, strict=True)
         ]
         try:
             snapshot = plan.snapshot(header, parts)
@@ -134,34 +138,49 @@ class QueuePoller:
 
     def values(self, snapshot: Snapshot) -> dict[str, Any]:
         """The device's state values (README: queue controllers, for the presence engine)."""
-        windows: dict[str, dict[str, Any]] = {}
-        for number, window in enumerate(snapshot.windows, start=1):
-            staff = self._roster.by_queue_no(window.staff) if window.staff else None
-            windows[self.window_id(number)] = {
-                "queue_window": number,
-                "status": window.status,
-                "ticket": window.label,
-                "service": window.service or None,
-                "call_count": window.call_count or None,
-                "staff_no": window.staff or None,
-                "staff_id": staff.id if staff is not None else None,
-                "served_today": window.served_today,
+        # what did not change keeps its dict: the hub then compares it by identity
+        if self._windows_value is not None and self._windows_value[0] == snapshot.windows:
+            windows = self._windows_value[1]
+        else:
+            windows = {}
+            cache = self._window_values
+            for number, window in enumerate(snapshot.windows, start=1):
+                cached = cache.get(number)
+                if cached is None or cached[0] != window:
+                    cached = cache[number] = (window, self._window_value(number, window))
+                windows[self.window_id(number)] = cached[1]
+            self._windows_value = (snapshot.windows, windows)
+        if self._service_values is None or self._service_values[0] != snapshot.services:
+            services = {
+                str(number): {
+                    "waiting": service.waiting,
+                    "longest_wait_s": service.longest_wait_s,
+                    "last_issued": None
+                    if service.last_issued is None
+                    else ticket_label(service.prefix, service.last_issued),
+                }
+                for number, service in enumerate(snapshot.services, start=1)
             }
-        services = {
-            str(number): {
-                "waiting": service.waiting,
-                "longest_wait_s": service.longest_wait_s,
-                "last_issued": None
-                if service.last_issued is None
-                else ticket_label(service.prefix, service.last_issued),
-            }
-            for number, service in enumerate(snapshot.services, start=1)
-        }
+            self._service_values = (snapshot.services, services)
+        services = self._service_values[1]
         return {
             "windows": windows,
             "services": services,
             "waiting_total": snapshot.waiting_total,
             "issued_today": snapshot.header.issued_today,
+        }
+
+    def _window_value(self, number: int, window: WindowState) -> dict[str, Any]:
+        staff = self._roster.by_queue_no(window.staff) if window.staff else None
+        return {
+            "queue_window": number,
+            "status": window.status,
+            "ticket": window.label,
+            "service": window.service or None,
+            "call_count": window.call_count or None,
+            "staff_no": window.staff or None,
+            "staff_id": staff.id if staff is not None else None,
+            "served_today": window.served_today,
         }
 
     async def _publish(self, changes: list[Change], snapshot: Snapshot) -> bool:

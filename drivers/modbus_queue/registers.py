@@ -10,9 +10,10 @@ bad value is blamed on the exchange that brought it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Final
+from functools import partial
+from typing import Final, NamedTuple
 
 from drivers.modbus_queue.config import RegisterMap, WindowStatus
 
@@ -41,8 +42,7 @@ class Read:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     windows: int
     services: int
     change_counter: int | None
@@ -51,8 +51,7 @@ class Header:
     issued_today: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class WindowState:
+class WindowState(NamedTuple):
     status: WindowStatus
     ticket: int  # 0: none
     prefix: int  # 0: none (or the map has no prefix register)
@@ -66,16 +65,14 @@ class WindowState:
         return ticket_label(self.prefix, self.ticket)
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceState:
+class ServiceState(NamedTuple):
     waiting: int
     longest_wait_s: int | None
     last_issued: int | None
     prefix: int
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(NamedTuple):
     """What one read decoded to: consecutive windows and services, with their 0-based indices."""
 
     first_window: int
@@ -84,8 +81,7 @@ class Part:
     services: tuple[ServiceState, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     header: Header
     windows: tuple[WindowState, ...]
     services: tuple[ServiceState, ...]
@@ -120,25 +116,32 @@ class RegisterLayout:
         if header:
             low = min(header.values())
             self.header_read: Read | None = Read(low, max(header.values()) - low + 1)
-            self._header_at = {name: register - low for name, register in header.items()}
+            at = {name: register - low for name, register in header.items()}
         else:
             self.header_read = None
-            self._header_at = {}
+            at = {}
+        # positions in the header read of: version, windows, waiting, issued, counter, services
+        self._header_fields = tuple(
+            at.get(name)
+            for name in (
+                "version",
+                "windows",
+                "waiting_total",
+                "issued_today",
+                "change_counter",
+                "services",
+            )
+        )
         self._plans: dict[tuple[int, int], Plan] = {}
 
     def decode_header(self, registers: Sequence[int]) -> Header:
-        at = self._header_at
         rmap = self.map
-
-        def field(name: str) -> int | None:
-            return registers[at[name]] if name in at else None
-
-        version = field("version")
+        version, windows, waiting_total, issued_today, change_counter, services = (
+            None if at is None else registers[at] for at in self._header_fields
+        )
         if rmap.version is not None and version is not None and version != rmap.version:
             raise MapError(f"map version {version}, expected {rmap.version} (register_map.version)")
-        windows = field("windows")
         windows = rmap.windows.count if windows is None else windows
-        services = field("services")
         services = rmap.services.count if services is None else services
         # the config demands a header register or a fixed count for each
         assert windows is not None
@@ -153,14 +156,7 @@ class RegisterLayout:
                 f"{services} services reported; the map holds at most "
                 f"{rmap.services.max_count} (register_map.services.max_count)"
             )
-        return Header(
-            windows=windows,
-            services=services,
-            change_counter=field("change_counter"),
-            version=version,
-            waiting_total=field("waiting_total"),
-            issued_today=field("issued_today"),
-        )
+        return Header(windows, services, change_counter, version, waiting_total, issued_today)
 
     def fixed_header(self) -> Header:
         """The header of a controller whose map has no header registers at all."""
@@ -180,9 +176,26 @@ class Plan:
     def __init__(self, register_map: RegisterMap, windows: int, services: int) -> None:
         self.windows = windows
         self.services = services
-        self._map = register_map
         self._status_codes = dict(register_map.status_codes)
         wmap, smap = register_map.windows, register_map.services
+        wf, sf = wmap.fields, smap.fields
+        absent = -1
+        self._window_offsets = tuple(wf.offsets().values())
+        self._window_at = (
+            wf.status,
+            wf.ticket,
+            absent if wf.prefix is None else wf.prefix,
+            wf.served_today,
+            absent if wf.staff is None else wf.staff,
+            absent if wf.call_count is None else wf.call_count,
+            absent if wf.service is None else wf.service,
+        )
+        self._service_at = (
+            sf.waiting,
+            absent if sf.longest_wait_s is None else sf.longest_wait_s,
+            absent if sf.last_issued is None else sf.last_issued,
+            absent if sf.prefix is None else sf.prefix,
+        )
         records = [
             *_records("windows", wmap.base, wmap.stride, wmap.record_offsets().values(), windows),
             *_records("services", smap.base, smap.stride, smap.record_offsets().values(), services),
@@ -191,6 +204,13 @@ class Plan:
         groups = _merge(records, register_map.max_read, padding=register_map.read_padding)
         self.reads: tuple[Read, ...] = tuple(
             Read(group[0].start, group[-1].stop - group[0].start) for group in groups
+        )
+        self._last: list[tuple[tuple[int, ...], Part] | None] = [None] * len(self.reads)
+        self._window_span = (min(self._window_offsets), max(self._window_offsets) + 1)
+        self._window_memo: dict[int, tuple[tuple[int, ...], WindowState]] = {}
+        # one decoder per read, bound once: `decoders[i](registers)` decodes `reads[i]`
+        self.decoders: tuple[Callable[[Sequence[int]], Part], ...] = tuple(
+            partial(self.decode_read, index) for index in range(len(self.reads))
         )
         # per read: (0-based index, position of the record's base in the read) of each record
         self._windows_in: list[tuple[tuple[int, int], ...]] = []
@@ -213,65 +233,97 @@ class Plan:
             )
 
     def decode_read(self, index: int, registers: Sequence[int]) -> Part:
-        """Decode the answer to `reads[index]`; MapError for a value the map does not know."""
-        windows = tuple(self._window(n, base, registers) for n, base in self._windows_in[index])
-        services = tuple(self._service(n, base, registers) for n, base in self._services_in[index])
-        first_window = self._windows_in[index][0][0] if windows else 0
-        first_service = self._services_in[index][0][0] if services else 0
+        """Decode the answer to `reads[index]`; MapError for a value the map does not know.
+
+        The same registers as last time decode to the same Part, without decoding them again
+        (between two busy polls most reads of a controller do not change).
+        """
+        values = tuple(registers)
+        last = self._last[index]
+        if last is not None and last[0] == values:
+            return last[1]
+        part = self._decode(index, values)
+        self._last[index] = (values, part)
+        return part
+
+    def _decode(self, index: int, registers: Sequence[int]) -> Part:
+        windows_in, services_in = self._windows_in[index], self._services_in[index]
+        windows = self._windows(windows_in, registers) if windows_in else ()
+        services = self._services(services_in, registers) if services_in else ()
+        first_window = windows_in[0][0] if windows_in else 0
+        first_service = services_in[0][0] if services_in else 0
         return Part(first_window, windows, first_service, services)
 
     def snapshot(self, header: Header, parts: Sequence[Part]) -> Snapshot:
-        windows: list[WindowState | None] = [None] * self.windows
-        services: list[ServiceState | None] = [None] * self.services
-        for part in parts:
-            windows[part.first_window : part.first_window + len(part.windows)] = part.windows
-            services[part.first_service : part.first_service + len(part.services)] = part.services
-        if None in windows or None in services:
+        """The snapshot from the header and the parts of every read, in the plan's order."""
+        windows: list[WindowState] = []
+        services: list[ServiceState] = []
+        for part in parts:  # reads go up the registers, so each block's records come in order
+            if part.windows:
+                windows.extend(part.windows)
+            if part.services:
+                services.extend(part.services)
+        if len(windows) != self.windows or len(services) != self.services:
             raise MapError("the reads did not cover every window and service")
-        return Snapshot(
-            header,
-            tuple(w for w in windows if w is not None),
-            tuple(s for s in services if s is not None),
-        )
+        return Snapshot(header, tuple(windows), tuple(services))
 
-    def _window(self, index: int, base: int, registers: Sequence[int]) -> WindowState:
-        fields = self._map.windows.fields
-        code = registers[base + fields.status]
-        status = self._status_codes.get(code)
-        if status is None:
-            raise MapError(f"window {index + 1}: status {code} is not in register_map.status_codes")
-        prefix = 0 if fields.prefix is None else registers[base + fields.prefix]
-        ticket = registers[base + fields.ticket]
-        if prefix and prefix not in _PREFIX_RANGE:
-            raise MapError(f"window {index + 1}: ticket prefix {prefix} is not printable ASCII")
-        call_count = (
-            0 if fields.call_count is None or not ticket else registers[base + fields.call_count]
-        )
-        return WindowState(
-            status=status,
-            ticket=ticket,
-            prefix=prefix if ticket else 0,
-            served_today=registers[base + fields.served_today],
-            staff=0 if fields.staff is None else registers[base + fields.staff],
-            call_count=call_count,
-            service=0 if fields.service is None else registers[base + fields.service],
-        )
+    def _windows(
+        self, records: tuple[tuple[int, int], ...], registers: Sequence[int]
+    ) -> tuple[WindowState, ...]:
+        status_of, printable = self._status_codes, _PREFIX_RANGE
+        at_status, at_ticket, at_prefix, at_served, at_staff, at_calls, at_service = self._window_at
+        low, high = self._window_span
+        memo = self._window_memo
+        windows: list[WindowState] = []
+        for index, base in records:
+            raw = tuple(registers[base + low : base + high])
+            known = memo.get(index)
+            if known is not None and known[0] == raw:
+                windows.append(known[1])  # the same object: compared by identity later
+                continue
+            code = registers[base + at_status]
+            status = status_of.get(code)
+            if status is None:
+                raise MapError(
+                    f"window {index + 1}: status {code} is not in register_map.status_codes"
+                )
+            ticket = registers[base + at_ticket]
+            prefix = registers[base + at_prefix] if ticket and at_prefix >= 0 else 0
+            if prefix and prefix not in printable:
+                raise MapError(f"window {index + 1}: ticket prefix {prefix} is not printable ASCII")
+            state = WindowState(
+                status,
+                ticket,
+                prefix,
+                registers[base + at_served],
+                registers[base + at_staff] if at_staff >= 0 else 0,
+                registers[base + at_calls] if ticket and at_calls >= 0 else 0,
+                registers[base + at_service] if at_service >= 0 else 0,
+            )
+            memo[index] = (raw, state)
+            windows.append(state)
+        return tuple(windows)
 
-    def _service(self, index: int, base: int, registers: Sequence[int]) -> ServiceState:
-        fields = self._map.services.fields
-        prefix = 0 if fields.prefix is None else registers[base + fields.prefix]
-        if prefix and prefix not in _PREFIX_RANGE:
-            raise MapError(f"service {index + 1}: ticket prefix {prefix} is not printable ASCII")
-        return ServiceState(
-            waiting=registers[base + fields.waiting],
-            longest_wait_s=None
-            if fields.longest_wait_s is None
-            else registers[base + fields.longest_wait_s],
-            last_issued=None
-            if fields.last_issued is None
-            else registers[base + fields.last_issued],
-            prefix=prefix,
-        )
+    def _services(
+        self, records: tuple[tuple[int, int], ...], registers: Sequence[int]
+    ) -> tuple[ServiceState, ...]:
+        at_waiting, at_longest, at_last, at_prefix = self._service_at
+        services: list[ServiceState] = []
+        for index, base in records:
+            prefix = registers[base + at_prefix] if at_prefix >= 0 else 0
+            if prefix and prefix not in _PREFIX_RANGE:
+                raise MapError(
+                    f"service {index + 1}: ticket prefix {prefix} is not printable ASCII"
+                )
+            services.append(
+                ServiceState(
+                    registers[base + at_waiting],
+                    registers[base + at_longest] if at_longest >= 0 else None,
+                    registers[base + at_last] if at_last >= 0 else None,
+                    prefix,
+                )
+            )
+        return tuple(services)
 
 
 def _records(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
@@ -79,11 +79,11 @@ class TcpLink:
             timeout=max(CONNECT_TIMEOUT_S, self.timeout_s) + PYMODBUS_TIMEOUT_MARGIN_S,
             trace_connect=self._on_connection,
         )
-        cancels = cancel_requests()
+        mark = cancel_mark()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 connected = bool(await client.connect())
-                deliver_lost_cancel(cancels)
+                deliver_lost_cancel(mark)
         except TimeoutError:
             connected = False
         except asyncio.CancelledError:
@@ -105,55 +105,54 @@ class TcpLink:
         """Read `request` and return `decode(registers)`; raise DeviceError, counted, on failure."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        try:
-            registers = await self._read(request)
-            result = decode(registers)
-        except MapError as err:
-            self._count("bad_response", loop.time() - started)
-            raise BadResponse(f"{self._name}: {err}") from err
-        except DeviceError as err:
-            self._count(err.result, loop.time() - started)
-            raise
-        self._count("ok", loop.time() - started)
-        return result
-
-    async def _read(self, request: Read) -> Sequence[int]:
         client = self._client
         if client is None or not client.connected:
-            raise DeviceIOError(f"{self._name}: not connected")
-        cancels = cancel_requests()
+            raise self._failed(DeviceIOError(f"{self._name}: not connected"), started)
+        mark = cancel_mark()
         try:
             async with asyncio.timeout(self.timeout_s) as scope:
                 self._in_flight = scope
                 answer = await client.read_holding_registers(
                     request.address, count=request.count, device_id=self.unit
                 )
-                deliver_lost_cancel(cancels)
+                deliver_lost_cancel(mark)
         except TimeoutError as err:
             if not client.connected:
-                raise DeviceIOError(f"{self._name}: connection closed by the controller") from err
+                closed = DeviceIOError(f"{self._name}: connection closed by the controller")
+                raise self._failed(closed, started) from err
             self._timeouts += 1
-            raise DeviceTimeout(
+            timeout = DeviceTimeout(
                 f"{self._name}: no answer within {self.timeout_s} s",
                 reconnect=self._timeouts >= TIMEOUTS_BEFORE_RECONNECT,
-            ) from err
+            )
+            raise self._failed(timeout, started) from err
         except ConnectionException as err:
-            raise DeviceIOError(f"{self._name}: {err}") from err
+            raise self._failed(DeviceIOError(f"{self._name}: {err}"), started) from err
         except ModbusException as err:  # an answer for another unit or transaction
-            raise BadResponse(f"{self._name}: {err}") from err
+            raise self._failed(BadResponse(f"{self._name}: {err}"), started) from err
         except OSError as err:
-            raise DeviceIOError(f"{self._name}: {err}") from err
+            raise self._failed(DeviceIOError(f"{self._name}: {err}"), started) from err
         finally:
             self._in_flight = None
         self._timeouts = 0
         if answer.isError():
-            raise BadResponse(f"{self._name}: exception response {_exception_name(answer)}")
+            name = _exception_name(answer)
+            raise self._failed(BadResponse(f"{self._name}: exception response {name}"), started)
         registers: Sequence[int] = answer.registers
         if len(registers) != request.count:
-            raise BadResponse(
-                f"{self._name}: {len(registers)} registers for a read of {request.count}"
-            )
-        return registers
+            short = f"{self._name}: {len(registers)} registers for a read of {request.count}"
+            raise self._failed(BadResponse(short), started)
+        try:
+            result = decode(registers)
+        except MapError as err:
+            raise self._failed(BadResponse(f"{self._name}: {err}"), started) from err
+        self._count("ok", loop.time() - started)
+        return result
+
+    def _failed(self, err: DeviceError, started: float) -> DeviceError:
+        """Count a failed request; return its error to raise."""
+        self._count(err.result, asyncio.get_running_loop().time() - started)
+        return err
 
     def _on_connection(self, connected: bool) -> None:  # noqa: FBT001  # pymodbus's callback
         if not connected and self._in_flight is not None:
@@ -161,21 +160,24 @@ class TcpLink:
             self._in_flight.reschedule(asyncio.get_running_loop().time())
 
 
-def cancel_requests() -> int:
-    """Cancellations requested of the current task and not yet handled."""
+CancelMark = tuple["asyncio.Task[Any] | None", int]
+
+
+def cancel_mark() -> CancelMark:
+    """The current task and the cancellations requested of it so far, before an await."""
     task = asyncio.current_task()
-    return 0 if task is None else task.cancelling()
+    return task, 0 if task is None else task.cancelling()
 
 
-def deliver_lost_cancel(before: int) -> None:
-    """Raise the cancellation pymodbus may have dropped.
+def deliver_lost_cancel(mark: CancelMark) -> None:
+    """Raise the cancellation pymodbus may have dropped since `mark`.
 
     pymodbus awaits `asyncio.wait_for`, which on Python 3.11 returns a result that arrived in
     the same loop iteration as a cancellation and drops the cancellation (fixed in 3.12): the
     device's task would poll on after the gateway cancelled it. Inside our own timeout, this
     also turns our own timeout's dropped cancellation back into a TimeoutError.
     """
-    task = asyncio.current_task()
+    task, before = mark
     if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError
 
