@@ -295,9 +295,12 @@ class DayScript:
         seed: int | None = 1,
         issue_per_round: float = 1.5,
         round_s: float = 20.0,
+        staff: Mapping[int, int] | None = None,
     ) -> None:
         self.engine = engine
         self.tickets = tickets
+        # window → the staff number at its caller when it opens (default STAFF_BASE + window)
+        self.staff = dict(staff or {})
         self.rounds = 0
         self._rng = random.Random(seed)
         self._issue_per_round = issue_per_round
@@ -317,7 +320,7 @@ class DayScript:
         engine.now += self._round_s
         if self.rounds == 1:
             for w in windows:
-                engine.open(w.number)
+                engine.open(w.number, self.staff.get(w.number))
             return True
         more = self.tickets is None or self.issued < self.tickets
         while more and rng.random() < self._issue_per_round / (1 + self._issue_per_round):
@@ -336,7 +339,7 @@ class DayScript:
         if not self.rounds:
             self.rounds = 1
             for w in engine.windows:
-                engine.open(w.number)
+                engine.open(w.number, self.staff.get(w.number))
         while engine.change_counter == before:
             if rng.random() < 0.3:
                 engine.issue(rng.randint(1, len(engine.services)))
@@ -363,6 +366,13 @@ class DayScript:
             engine.pause(w.number)
         elif engine.waiting_for(w.number):
             engine.call(w.number)
+
+
+async def run_day(script: DayScript, round_s: float) -> None:
+    """Random mode (the demo): a round every `round_s` seconds, without end, until cancelled."""
+    while True:
+        await asyncio.sleep(round_s)
+        script.round()
 
 
 ReadHook = Callable[[], None]
@@ -618,10 +628,10 @@ async def _main(args: argparse.Namespace) -> None:
 
         controller.on_header_read = change_on_every_poll
     try:
-        while True:
-            await asyncio.sleep(args.round_s)
-            if not (args.busy or args.rounds or args.idle):
-                script.round()
+        if args.busy or args.rounds or args.idle:
+            await asyncio.Event().wait()
+        else:
+            await run_day(script, args.round_s)
     finally:
         await controller.stop()
 

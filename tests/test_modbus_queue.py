@@ -4,6 +4,8 @@ comparison and RTU frames. The end-to-end tests are in test_modbus_queue_e2e.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 from drivers.modbus_queue import rtu, tcp
 from drivers.modbus_queue.changes import Baseline, Change, compare
 from drivers.modbus_queue.config import ModbusQueueConfig, RegisterMap
+from drivers.modbus_queue.driver import QueuePoller
 from drivers.modbus_queue.registers import (
     Header,
     MapError,
@@ -27,8 +30,16 @@ from drivers.modbus_queue.registers import (
     WindowState,
     ticket_label,
 )
+from drivers.modbus_queue.tcp import TcpLink
+from gateway.clock import SystemClock
 from gateway.config import ConfigError, parse_config
-from simulators.modbus_queue import QueueEngine
+from gateway.devices import DeviceHub
+from gateway.errors import BadResponse, StoreError
+from gateway.events import Event, QueueEvent
+from gateway.metrics import Metrics
+from gateway.roster import Roster
+from gateway.runner import DeviceRunner
+from simulators.modbus_queue import QueueController, QueueEngine
 
 # -- register maps in config ---------------------------------------------------------------------
 
@@ -558,3 +569,146 @@ def _consumed(buffer: bytearray) -> int:
     except rtu.RtuFrameError as err:
         return max(err.consumed, 0) or -1
     return consumed
+
+
+# -- a poll over TCP, without the rest of the gateway ---------------------------------------------
+
+
+class FlakyStore:
+    """An EventSink whose commits fail while `failing` is set, like a full disk."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.stored: list[QueueEvent] = []
+
+    async def publish_many(self, events: Sequence[tuple[Event, str]]) -> list[bool]:
+        if self.failing:
+            raise StoreError("disk full")
+        self.stored.extend(event for event, _flags in events if isinstance(event, QueueEvent))
+        return [True] * len(events)
+
+
+class BrokenEngine(QueueEngine):
+    """Answers window 2's status register with a value no map knows, while `broken`."""
+
+    broken = False
+
+    def registers(self) -> list[int]:
+        image = list(super().registers())
+        if self.broken:
+            image[110] = 9
+        return image
+
+
+@dataclasses.dataclass
+class Poll:
+    controller: QueueController
+    poller: QueuePoller
+    link: TcpLink
+    hub: DeviceHub
+    metrics: Metrics
+    store: FlakyStore
+
+    def requests(self, result: str) -> float:
+        labels = {"device_id": "queue-main", "kind": "queue", "result": result}
+        return self.metrics.registry.get_sample_value("hallgw_device_requests_total", labels) or 0
+
+    @property
+    def values(self) -> Mapping[str, Any]:
+        return self.hub.get("queue-main").values
+
+
+@pytest.fixture
+async def tcp_poll() -> AsyncIterator[Poll]:
+    engine = BrokenEngine(3, 2)
+    controller = QueueController(engine)
+    port = await controller.serve_tcp()
+    config = parse_config(
+        yaml.safe_dump(
+            {
+                "site": "hall",
+                "windows": [{"id": "w01", "queue_window": 1}, {"id": "w02", "queue_window": 2}],
+                "staff": [{"id": "s001", "name": "张三", "window": "w01", "queue_no": 101}],
+                "devices": [
+                    {
+                        "id": "queue-main",
+                        "profile": "modbus_queue",
+                        "host": "127.0.0.1",
+                        "port": port,
+                    }
+                ],
+            }
+        )
+    )
+    device = config.devices[0]
+    assert isinstance(device, ModbusQueueConfig)
+    clock = SystemClock(config.zone)
+    metrics = Metrics()
+    hub = DeviceHub([(device.id, "queue")], clock, metrics)
+    runner = DeviceRunner(device.id, "queue", hub, metrics)
+    store = FlakyStore()
+    poller = QueuePoller(
+        device, site="hall", clock=clock, bus=store, hub=hub, roster=Roster(config)
+    )
+    link = TcpLink("127.0.0.1", port, 1, timeout_s=1.0, count=runner.count_request, name=device.id)
+    await link.connect()
+    try:
+        yield Poll(controller, poller, link, hub, metrics, store)
+    finally:
+        link.close()
+        await controller.stop()
+
+
+async def test_a_failed_commit_leaves_the_baseline_and_the_next_poll_finds_the_changes_again(
+    tcp_poll: Poll,
+) -> None:
+    engine = tcp_poll.controller.engine
+    await tcp_poll.poller.poll(tcp_poll.link.read)
+    assert tcp_poll.values["windows"]["w01"]["status"] == "closed"
+    engine.open(1)
+    engine.issue(1)
+    engine.call(1)
+    tcp_poll.store.failing = True
+    await tcp_poll.poller.poll(tcp_poll.link.read)
+    assert tcp_poll.store.stored == []
+    assert tcp_poll.values["windows"]["w01"]["status"] == "closed", "nothing half-applied"
+    tcp_poll.store.failing = False
+    await tcp_poll.poller.poll(tcp_poll.link.read)
+    stored = [(e.window_id, e.action, e.ticket) for e in tcp_poll.store.stored]
+    assert stored == [("w01", "opened", None), ("w01", "called", "A001")]
+    w01 = tcp_poll.values["windows"]["w01"]
+    assert (w01["status"], w01["ticket"], w01["staff_id"], w01["staff_no"]) == (
+        "serving",
+        "A001",
+        "s001",
+        101,
+    )
+    assert tcp_poll.values["services"]["1"] == {
+        "waiting": 0,
+        "longest_wait_s": 0,
+        "last_issued": "A001",
+    }
+    # the controller's third window is no configured window's queue_window
+    assert set(tcp_poll.values["windows"]) == {"w01", "w02", "queue-main-w3"}
+
+
+async def test_a_register_the_map_does_not_know_is_a_bad_response_and_changes_nothing(
+    tcp_poll: Poll,
+) -> None:
+    engine = tcp_poll.controller.engine
+    assert isinstance(engine, BrokenEngine)
+    await tcp_poll.poller.poll(tcp_poll.link.read)
+    before = dict(tcp_poll.values)
+    engine.open(2)
+    engine.broken = True
+    with pytest.raises(
+        BadResponse, match=r"window 2: status 9 is not in register_map\.status_codes"
+    ):
+        await tcp_poll.poller.poll(tcp_poll.link.read)
+    assert tcp_poll.requests("bad_response") == 1
+    assert tcp_poll.values == before
+    assert tcp_poll.store.stored == []
+    engine.broken = False
+    await tcp_poll.poller.poll(tcp_poll.link.read)
+    assert [(e.window_id, e.action) for e in tcp_poll.store.stored] == [("w02", "opened")]
+    assert tcp_poll.requests("ok") >= 5
