@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from bench.common import Figure, machine, save, table
 
-BENCHMARKS: Final = ("pad_sweep", "publish_path")
+BENCHMARKS: Final = ("pad_sweep", "publish_path", "modbus_queue")
 
 
 def main() -> int:

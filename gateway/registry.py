@@ -9,6 +9,7 @@ from typing import Any
 from drivers.ff68_pad.driver import mount as mount_pad
 from drivers.kiosk_http.driver import mount as mount_kiosk
 from drivers.led_text.driver import mount as mount_led
+from drivers.modbus_queue.driver import mount as mount_queue
 from drivers.zk_push.driver import mount as mount_zk_push
 from gateway.context import DriverContext, Mounted
 
@@ -18,6 +19,7 @@ DRIVERS: Mapping[str, Mount] = MappingProxyType(
     {
         "ff68_pad": mount_pad,
         "zk_push": mount_zk_push,
+        "modbus_queue": mount_queue,
         "led_text": mount_led,
         "kiosk_http": mount_kiosk,
     }

@@ -14,6 +14,8 @@ import random
 from enum import Enum
 from typing import Final, Protocol
 
+from prometheus_client import Counter
+
 from gateway.devices import DeviceHub, DeviceKind
 from gateway.errors import DeviceError, RequestResult
 from gateway.metrics import Metrics
@@ -112,6 +114,9 @@ class DeviceRunner:
         self._last_attempt: float | None = None
         self._last_contact: float | None = None
         self._contact = asyncio.Event()
+        # labels() takes a lock and builds a key on every call: look each child up once
+        self._requests: dict[RequestResult, Counter] = {}
+        self._request_duration = metrics.device_request_duration.labels(kind)
 
     @property
     def online(self) -> bool:
@@ -119,9 +124,14 @@ class DeviceRunner:
 
     def count_request(self, result: RequestResult, duration_s: float | None = None) -> None:
         """One exchange (a request and its answer, or its failure), for the metrics."""
-        self._metrics.device_requests.labels(self.device_id, self.kind, result).inc()
+        counter = self._requests.get(result)
+        if counter is None:
+            counter = self._requests[result] = self._metrics.device_requests.labels(
+                self.device_id, self.kind, result
+            )
+        counter.inc()
         if duration_s is not None:
-            self._metrics.device_request_duration.labels(self.kind).observe(duration_s)
+            self._request_duration.observe(duration_s)
 
     def poll_ok(self) -> None:
         self._failures = 0

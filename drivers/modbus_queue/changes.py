@@ -1,0 +1,141 @@
+"""Queue events from two snapshots of a controller (devices.md §3). Pure: no I/O, no clock.
+
+Per window, in the order they most plausibly happened:
+
+1. `opened` (closed → open), `resumed` (paused → idle or serving);
+2. the ticket on display: replaced (by another ticket or by none) → the old one `finished` if
+   served today grew, else `skipped`; every further growth of served today is a ticket that was
+   called and finished between the two polls: `finished` with no ticket; then the new ticket is
+   `called`, and `recalled` once for each call beyond the first. Kept → `recalled` once per
+   growth of its call count;
+3. `paused` (→ paused), `closed` (open → closed).
+
+So served today and the call count account for every finish and every recall of the ticket on
+display. What happened entirely between two polls (a ticket called and skipped, a recall of a
+ticket that was then replaced, a pause shorter than the poll) leaves no trace in the registers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from drivers.modbus_queue.registers import Snapshot, WindowState
+from gateway.events import QueueAction
+
+
+class Change(NamedTuple):
+    """One queue event, before it gets a window id, a time and an event id."""
+
+    window: int  # the controller's window number, 1…W
+    action: QueueAction
+    ticket: str | None = None
+    service: int | None = None
+    waiting: int | None = None
+
+
+class Baseline(NamedTuple):
+    """What the next snapshot is compared with."""
+
+    snapshot: Snapshot
+    # per window: the ticket on display is already counted as finished (a controller that keeps
+    # showing a ticket after finishing it must not have it counted as skipped when replaced)
+    finished: tuple[bool, ...]
+
+    @classmethod
+    def first(cls, snapshot: Snapshot) -> Baseline:
+        return cls(snapshot, (False,) * len(snapshot.windows))
+
+
+def compare(baseline: Baseline, current: Snapshot) -> tuple[list[Change], Baseline]:
+    """The events between `baseline` and `current`, and the baseline for the next comparison."""
+    before, was_finished = baseline.snapshot.windows, baseline.finished
+    if current.windows == before:  # only the queues changed (a ticket issued)
+        return [], Baseline(current, was_finished)
+    changes: list[Change] = []
+    finished: list[bool] = []
+    for index, now in enumerate(current.windows):
+        if index >= len(before):
+            finished.append(False)  # a window the controller did not report before
+            continue
+        if now == before[index]:
+            finished.append(was_finished[index])
+            continue
+        done = _window(
+            index + 1,
+            before[index],
+            now,
+            done=was_finished[index],
+            current=current,
+            out=changes,
+        )
+        finished.append(done)
+    return changes, Baseline(current, tuple(finished))
+
+
+def _window(
+    number: int,
+    old: WindowState,
+    new: WindowState,
+    *,
+    done: bool,
+    current: Snapshot,
+    out: list[Change],
+) -> bool:
+    """Append the window's changes to `out`; return whether its ticket now counts as finished."""
+    was_open, is_open = old.status != "closed", new.status != "closed"
+    if is_open and not was_open:
+        out.append(Change(number, "opened"))
+    if old.status == "paused" and new.status in ("idle", "serving"):
+        out.append(Change(number, "resumed"))
+    done = _tickets(number, old, new, done=done, current=current, out=out)
+    if new.status == "paused" and old.status != "paused":
+        out.append(Change(number, "paused"))
+    if was_open and not is_open:
+        out.append(Change(number, "closed"))
+    return done
+
+
+def _tickets(
+    number: int,
+    old: WindowState,
+    new: WindowState,
+    *,
+    done: bool,
+    current: Snapshot,
+    out: list[Change],
+) -> bool:
+    finishes = new.served_today - old.served_today
+    if finishes < 0:  # the controller's day started again (or it was reset)
+        finishes = new.served_today
+    same = (old.ticket, old.prefix, old.service) == (new.ticket, new.prefix, new.service)
+    if same and new.ticket and 0 < new.call_count < old.call_count:
+        same = False  # the same ticket called afresh (a skipped ticket called back)
+    if same:
+        if new.ticket and finishes and not done:
+            out.append(Change(number, "finished", *_ticket(new, current)))
+            finishes -= 1
+            done = True
+        out.extend(Change(number, "finished") for _ in range(finishes))
+        if new.ticket and old.call_count:
+            recalls = new.call_count - old.call_count
+            out.extend(Change(number, "recalled", *_ticket(new, current)) for _ in range(recalls))
+        return done
+    if old.ticket and not done:
+        if finishes:
+            out.append(Change(number, "finished", *_ticket(old, current)))
+            finishes -= 1
+        else:
+            out.append(Change(number, "skipped", *_ticket(old, current)))
+    out.extend(Change(number, "finished") for _ in range(finishes))
+    if new.ticket:
+        ticket = _ticket(new, current)
+        out.append(Change(number, "called", *ticket))
+        out.extend(Change(number, "recalled", *ticket) for _ in range(new.call_count - 1))
+    return False
+
+
+def _ticket(window: WindowState, current: Snapshot) -> tuple[str | None, int | None, int | None]:
+    """The ticket, its service and the tickets still waiting for that service."""
+    if not window.service:
+        return window.label, None, None
+    return window.label, window.service, current.waiting(window.service)
