@@ -370,6 +370,14 @@ def check_references(data: Mapping[str, Any]) -> Iterator[str]:
         bus = device.get("bus")
         if bus is not None and bus not in bus_ids:
             yield f"devices[{index}].bus: unknown bus {bus!r} (not in buses)"
+        if device.get("profile") == "modbus_queue" and bus is not None:
+            unit_slot = ("modbus_queue", bus, device.get("unit", 1))
+            if unit_slot in used_addresses:
+                yield (
+                    f"devices[{index}].unit: unit {unit_slot[2]} on bus {bus!r} "
+                    f"is already used by devices[{used_addresses[unit_slot]}]"
+                )
+            used_addresses.setdefault(unit_slot, index)
         if device.get("profile") == "ff68_pad":
             window = device.get("window")
             if window is not None and window not in window_ids:

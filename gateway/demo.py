@@ -27,6 +27,7 @@ from simulators.broker import Mosquitto, free_port
 from simulators.ff68_pad import PadBus, SimPad
 from simulators.kiosk_http import KioskAgent
 from simulators.led_text import LedController, SimScreen
+from simulators.modbus_queue import DayScript, QueueController, QueueEngine, run_day
 from simulators.zk_push import SimClock
 
 
@@ -39,6 +40,9 @@ DEMO_CONFIG: Final = Path(__file__).resolve().parents[1] / "config" / "demo.yaml
 PAD_EVENTS_PER_MIN: Final = 3.0
 PUNCHES_PER_MIN: Final = 4.0
 KIOSK_CHANGES_PER_MIN: Final = 1.0
+# the queue controller plays a round (tickets issued, callers calling, finishing) this often
+QUEUE_ROUND_S: Final = 3.0
+QUEUE_SERVICES: Final = 4
 
 
 def _port_free(port: int) -> bool:
@@ -125,8 +129,8 @@ async def run_demo(*, http_port: int, keep: bool) -> None:
 async def _start_other_devices(
     data: dict[str, Any], stack: contextlib.AsyncExitStack
 ) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-    """Start a simulator for every punch clock, kiosk and LED screen of the demo hall, point
-    the config at it, and return the work that keeps them busy."""
+    """Start a simulator for every punch clock, queue controller, kiosk and LED screen of the
+    demo hall, point the config at it, and return the work that keeps them busy."""
     runs: list[tuple[str, Coroutine[Any, Any, None]]] = []
     device_url = f"http://127.0.0.1:{data['http']['device_port']}"
     pins = [person["pin"] for person in data.get("staff", []) if person.get("pin")]
@@ -150,6 +154,22 @@ async def _start_other_devices(
             runs.append(
                 (f"demo-{device['id']}", agent.run_random(changes_per_min=KIOSK_CHANGES_PER_MIN))
             )
+        elif profile == "modbus_queue":
+            windows = [w for w in data.get("windows", []) if w.get("queue_window")]
+            engine = QueueEngine(max(w["queue_window"] for w in windows), QUEUE_SERVICES)
+            staff = {
+                window["queue_window"]: person["queue_no"]
+                for window in windows
+                for person in data.get("staff", [])
+                if person.get("window") == window["id"]
+                and person.get("post", "A") == "A"
+                and person.get("queue_no")
+            }
+            queue = QueueController(engine, unit=device.get("unit", 1))
+            device["port"] = await queue.serve_tcp()
+            stack.push_async_callback(queue.stop)
+            script = DayScript(engine, tickets=None, seed=None, staff=staff)
+            runs.append((f"demo-{device['id']}", run_day(script, QUEUE_ROUND_S)))
         elif profile == "led_text":
             controller = LedController([SimScreen(device.get("address", 1))])
             device["port"] = await controller.open_tcp()

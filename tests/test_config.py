@@ -212,3 +212,15 @@ def test_load_config_reads_utf8(tmp_path: Path) -> None:
     path = tmp_path / "hall.yaml"
     path.write_text("site: a\nname: 万州区政务服务中心\n", encoding="utf-8")
     assert load_config(path).display_name == "万州区政务服务中心"
+
+
+def test_two_queue_controllers_on_one_bus_unit_are_refused() -> None:
+    text = contract_example().replace(
+        "  - id: led-hall\n",
+        "  - {id: q1, profile: modbus_queue, transport: rtu, bus: pads-1f, unit: 7}\n"
+        "  - {id: q2, profile: modbus_queue, transport: rtu, bus: pads-1f, unit: 7}\n"
+        "  - id: led-hall\n",
+    )
+    assert "devices[4].unit: unit 7 on bus 'pads-1f' is already used by devices[3]" in (
+        errors_of(text)
+    )

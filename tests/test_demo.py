@@ -50,10 +50,17 @@ async def test_the_demo_runs_a_hall_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         async with session.get(board.group(1) + "/board") as resp:
             assert resp.status == 200
             assert "示范政务服务中心" in await resp.text()
-    assert {d["kind"] for d in devices} == {"rating_pad", "punch_clock", "kiosk", "display"}
+    assert {d["kind"] for d in devices} == {
+        "rating_pad",
+        "punch_clock",
+        "queue",
+        "kiosk",
+        "display",
+    }
     async with Recorder(int(watch.group(1)), [watch.group(2)]) as mqtt:
         await mqtt.wait_for(lambda: mqtt.events("rating"), timeout=60, what="a demo rating")
         await mqtt.wait_for(lambda: mqtt.events("punch"), timeout=60, what="a demo punch")
+        await mqtt.wait_for(lambda: mqtt.events("queue"), timeout=60, what="a demo call")
         # every device is heard from (a kiosk watched only in service hours may be off_hours)
         await mqtt.wait_for(
             lambda: all(
