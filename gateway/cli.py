@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Final
 
 from gateway import __version__
+from gateway.clock import Clock, ScaledClock
 from gateway.config import Config, ConfigError, Secrets, load_config, resolve_secrets
 from gateway.errors import GatewayError
 from gateway.registry import unsupported_devices
@@ -35,6 +36,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the gateway")
     run.add_argument("-c", "--config", required=True, help="the YAML config file")
+    run.add_argument(
+        "--clock-start",
+        type=_moment,
+        metavar="YYYY-MM-DDTHH:MM",
+        help="simulation: hall time starts here (in the hall's zone) instead of now",
+    )
+    run.add_argument(
+        "--clock-speed",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="simulation: hall time runs X times faster than real time",
+    )
+    run.add_argument(
+        "--clock-anchor",
+        type=float,
+        metavar="EPOCH",
+        help="simulation: the POSIX time at which hall time is --clock-start (default: now)",
+    )
     check = commands.add_parser("check-config", help="validate a config file; exit 2 if invalid")
     check.add_argument("file")
     ledger = commands.add_parser(
@@ -50,6 +70,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="count punches journaled with an implausible time (a clock's delayed backlog)",
     )
+    simulate = commands.add_parser("simulate", help="simulate a whole hall against a gateway")
+    what = simulate.add_subparsers(dest="what", required=True, metavar="WHAT")
+    hall = what.add_parser(
+        "hall", help="a generated hall of N windows, its gateway, and working days at speed X"
+    )
+    hall.add_argument("--windows", type=_positive, default=24)
+    hall.add_argument("--floors", type=_positive, default=2)
+    hall.add_argument("--clocks", type=_positive, default=2, help="punch clocks")
+    hall.add_argument("--kiosks", type=_positive, default=4)
+    hall.add_argument("--leds", type=_positive, default=2, help="LED strips")
+    hall.add_argument("--speed", type=float, default=1.0, help="hall time runs X times faster")
+    hall.add_argument(
+        "--start",
+        type=_moment,
+        metavar="YYYY-MM-DDTHH:MM",
+        help="hall time to start at (default: now)",
+    )
+    hall.add_argument("--days", type=int, default=0, help="working days to play (0: until Ctrl-C)")
+    hall.add_argument("--http-port", type=int, default=8080, help="main listener (0: any free)")
+    hall.add_argument("--keep", action="store_true", help="keep the state directory")
     demo = commands.add_parser("demo", help="run a simulated hall with the gateway")
     demo.add_argument("--http-port", type=int, default=8080, help="main listener (0: any free)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
@@ -62,7 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "run":
-        return run_gateway(args.config)
+        return run_gateway(
+            args.config,
+            clock_start=args.clock_start,
+            clock_speed=args.clock_speed,
+            clock_anchor=args.clock_anchor,
+        )
     if args.command == "attendance":
         from gateway.ledger import print_ledger  # noqa: PLC0415  # keeps check-config light
 
@@ -73,9 +118,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             csv_path=args.csv,
             include_flagged=args.include_flagged,
         )
-    from gateway.demo import run_demo  # noqa: PLC0415  # the demo pulls in the simulators
+    from gateway import demo as simulated  # noqa: PLC0415  # it pulls in the simulators
 
-    return run_until_stopped(run_demo(http_port=args.http_port, keep=args.keep))
+    if args.command == "simulate":
+        from simulators.hall import HallShape  # noqa: PLC0415
+
+        shape = HallShape(
+            windows=args.windows,
+            floors=args.floors,
+            clocks=args.clocks,
+            kiosks=args.kiosks,
+            leds=args.leds,
+        )
+        return run_until_stopped(
+            simulated.simulate_hall(
+                shape,
+                speed=args.speed,
+                start=args.start,
+                days=args.days,
+                http_port=args.http_port,
+                keep=args.keep,
+            )
+        )
+    return run_until_stopped(simulated.run_demo(http_port=args.http_port, keep=args.keep))
 
 
 def check_config(path: str) -> int:
@@ -106,14 +171,30 @@ def load_for_run(path: str) -> tuple[Config, Secrets] | int:
     return config, secrets
 
 
-def run_gateway(path: str) -> int:
+def run_gateway(
+    path: str,
+    *,
+    clock_start: dt.datetime | None = None,
+    clock_speed: float = 1.0,
+    clock_anchor: float | None = None,
+) -> int:
     loaded = load_for_run(path)
     if isinstance(loaded, int):
         return loaded
     config, secrets = loaded
     from gateway.app import Gateway  # noqa: PLC0415  # keeps check-config free of the runtime
 
-    return run_until_stopped(Gateway(config, secrets).run())
+    clock: Clock | None = None
+    if clock_start is not None or clock_speed != 1.0 or clock_anchor is not None:
+        if clock_speed <= 0:
+            _print_errors([f"--clock-speed: must be greater than 0 (got {clock_speed})"])
+            return EXIT_CONFIG
+        if clock_start is not None:
+            start = clock_start.replace(tzinfo=config.zone)
+        else:
+            start = dt.datetime.now(config.zone)
+        clock = ScaledClock(start, clock_speed, clock_anchor)
+    return run_until_stopped(Gateway(config, secrets, clock=clock).run())
 
 
 def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
@@ -152,6 +233,26 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-20") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _moment(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time like 2026-11-23T08:30") from None
+    if moment.tzinfo is not None:
+        raise argparse.ArgumentTypeError("give hall time without a UTC offset")
+    return moment
 
 
 def _month(text: str) -> dt.date:

@@ -29,6 +29,29 @@ class SystemClock:
         return time.time()
 
 
+class ScaledClock:
+    """Hall time that is `start` at the POSIX time `anchor` and runs `speed` times faster than
+    real time: a whole simulated working day in minutes. Anchored on the wall clock, so that the
+    gateway and the simulators (separate processes) share one timeline."""
+
+    def __init__(self, start: dt.datetime, speed: float, anchor: float | None = None) -> None:
+        if start.tzinfo is None or not isinstance(start.tzinfo, ZoneInfo):
+            raise ValueError("ScaledClock needs an aware start time with a ZoneInfo")
+        if speed <= 0:
+            raise ValueError("speed must be greater than 0")
+        self.zone = start.tzinfo
+        self.speed = speed
+        self.start = start
+        self.anchor = time.time() if anchor is None else anchor
+
+    def now(self) -> dt.datetime:
+        elapsed = (time.time() - self.anchor) * self.speed
+        return self.start + dt.timedelta(seconds=elapsed)
+
+    def timestamp(self) -> float:
+        return self.now().timestamp()
+
+
 class FakeClock:
     """A clock that moves only when told to."""
 

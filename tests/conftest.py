@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.harness import GatewayProcess
 from tests.support.mosquitto import Mosquitto
 
 # a callback that holds the loop this long is a blocking call in the loop: the test fails
 SLOW_CALLBACK_S = 1.0
+
+
+@pytest.fixture(autouse=True)
+def _no_gateway_left_running() -> Iterator[None]:
+    """A test that fails before stopping its gateway process does not leave it behind."""
+    yield
+    GatewayProcess.kill_leftovers()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import yaml
@@ -181,7 +181,13 @@ async def running_gateway(
 
 
 class GatewayProcess:
-    """`hallgw run -c FILE` as a child process (for SIGKILL and restart tests)."""
+    """`hallgw run -c FILE` as a child process (for SIGKILL and restart tests).
+
+    Every process started is remembered until it has exited, so that a failing test cannot
+    leave a gateway running (see `kill_leftovers`, run after every test).
+    """
+
+    live: ClassVar[set[asyncio.subprocess.Process]] = set()
 
     def __init__(self, config_path: Path, log_path: Path) -> None:
         self.config_path = config_path
@@ -228,8 +234,22 @@ class GatewayProcess:
             return self.process.returncode
         self.process.send_signal(sig)
         async with asyncio.timeout(15):
-            return await self.process.wait()
+            return await self.wait()
 
     async def wait(self) -> int:
         assert self.process is not None
-        return await self.process.wait()
+        code = await self.process.wait()
+        GatewayProcess.live.discard(self.process)
+        return code
+
+    @classmethod
+    def kill_leftovers(cls) -> list[int]:
+        """SIGKILL every process a test left running; their pids."""
+        killed = []
+        for process in list(cls.live):
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                    killed.append(process.pid)
+        cls.live.clear()
+        return killed
