@@ -110,6 +110,9 @@ class BusConfig(StrictModel):
     baudrate: Annotated[int, int_range(300, 4_000_000)] = 9600
     timeout_ms: Annotated[int, int_range(10, 10_000)] = 100
     retries: Annotated[int, int_range(0, 5)] = 1
+    # the least time between the starts of two sweeps (0: sweep without pause); a rating or a
+    # login reaches the gateway within this, and an idle bus costs this many polls per pad
+    sweep_interval_ms: Annotated[int, int_range(0, 60_000)] = 1000
 
 
 class Span(StrictModel):

@@ -58,7 +58,6 @@ class DeviceHub:
         self, devices: Iterable[tuple[str, DeviceKind]], clock: Clock, metrics: Metrics
     ) -> None:
         self._clock = clock
-        self._metrics = metrics
         now = clock.now()
         self._statuses: dict[str, DeviceStatus] = {
             device_id: DeviceStatus(device_id, kind, online=False, since=now, reason=NOT_SEEN)
@@ -66,6 +65,14 @@ class DeviceHub:
         }
         self._listeners: list[Listener] = []
         metrics.declare_devices((s.device_id, s.kind) for s in self._statuses.values())
+        self._last_seen = {
+            s.device_id: metrics.device_last_seen.labels(s.device_id, s.kind)
+            for s in self._statuses.values()
+        }
+        self._up = {
+            s.device_id: metrics.device_up.labels(s.device_id, s.kind)
+            for s in self._statuses.values()
+        }
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -82,16 +89,19 @@ class DeviceHub:
     def mark(self, device_id: str, *, online: bool, reason: str | None = None) -> None:
         """Record availability; listeners hear only real changes (or a new offline reason)."""
         current = self._statuses[device_id]
-        reason = None if online else (reason or "unknown")
-        now = self._clock.now()
         if online:
-            self._metrics.device_last_seen.labels(device_id, current.kind).set(now.timestamp())
+            # every good exchange comes here: the common case (still online) stays cheap
+            self._last_seen[device_id].set(self._clock.timestamp())
+            if current.online:
+                return
+        reason = None if online else (reason or "unknown")
         if current.online == online and current.reason == reason:
             return
+        now = self._clock.now()
         since = current.since if current.online == online else now
         updated = replace(current, online=online, reason=reason, since=since)
         self._statuses[device_id] = updated
-        self._metrics.device_up.labels(device_id, current.kind).set(1 if online else 0)
+        self._up[device_id].set(1 if online else 0)
         if current.online != online:
             log.info(
                 "device %s is %s%s", device_id, updated.state, f" ({reason})" if reason else ""

@@ -184,6 +184,11 @@ class DeviceRunner:
             self._contact.clear()
             await self._contact.wait()
 
+    @property
+    def has_own_interval(self) -> bool:
+        """Polled at an interval of its own, not at its bus's sweep cadence."""
+        return self._poll_interval_s is not None
+
     def due(self, now: float) -> bool:
         """For a bus scheduler: poll this device in the sweep starting at loop time `now`?"""
         interval = self._interval()

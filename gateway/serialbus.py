@@ -227,6 +227,8 @@ class SerialBus:
         )
         self._write_waiting = asyncio.Event()
         self._reopen = Backoff(REOPEN_INITIAL_S, REOPEN_MAX_S)
+        self._sweep_interval_s = config.sweep_interval_ms / 1000
+        self._sweep_seconds = metrics.bus_sweep.labels(config.id)
 
     @property
     def members(self) -> tuple[BusMember, ...]:
@@ -270,14 +272,19 @@ class SerialBus:
             self._fail_waiting_writes(DeviceIOError(f"bus {self.id} stopped"))
 
     async def _sweep_forever(self) -> None:
+        """Sweeps at the bus's cadence: every member that is due. A member with a poll interval
+        of its own (a queue controller, an LED's status) is also polled between two sweeps
+        whenever it comes due; the others (the pads) wait for the next sweep."""
         loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
         while True:
             started = loop.time()
+            sweep = started >= next_sweep
             polled = 0
             for member in self._members:
                 await self._run_writes()
                 now = loop.time()
-                if not member.runner.due(now):
+                if not (sweep or member.runner.has_own_interval) or not member.runner.due(now):
                     continue
                 member.runner.attempted(now)
                 polled += 1
@@ -290,10 +297,14 @@ class SerialBus:
                 else:
                     member.runner.poll_ok()
             await self._run_writes()
-            if polled:
-                self._metrics.bus_sweep.labels(self.id).observe(loop.time() - started)
-            else:
-                await self._idle(self._until_next_due(loop.time()))
+            now = loop.time()
+            if sweep:
+                next_sweep = started + self._sweep_interval_s
+                if polled:
+                    self._sweep_seconds.observe(now - started)
+            await self._idle(
+                self._until_next_turn(now, next_sweep, idle_sweep=sweep and not polled)
+            )
 
     async def _run_writes(self) -> None:
         while not self._writes.empty():
@@ -322,10 +333,20 @@ class SerialBus:
         except TimeoutError:
             pass
 
-    def _until_next_due(self, now: float) -> float:
-        dues = [m.runner.next_due() for m in self._members]
-        times = [d for d in dues if d is not None]
-        return max(0.0, min(times) - now) if times else OFFLINE_POLL_S
+    def _until_next_turn(self, now: float, next_sweep: float, *, idle_sweep: bool) -> float:
+        """Until the next sweep, or sooner a member with an interval of its own comes due.
+
+        After a sweep that found nobody due (every pad offline, polled every 5 s), the next sweep
+        waits until somebody is, rather than sweeping for nothing."""
+        if idle_sweep:
+            dues = [d for m in self._members if (d := m.runner.next_due()) is not None]
+            next_sweep = max(next_sweep, min(dues) if dues else now + OFFLINE_POLL_S)
+        own = [
+            d
+            for m in self._members
+            if m.runner.has_own_interval and (d := m.runner.next_due()) is not None
+        ]
+        return max(0.0, min([*own, next_sweep]) - now)
 
     def _everyone_failed(self, err: DeviceError) -> None:
         """The port itself cannot be opened: every member due now fails with the port's error."""

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from drivers.modbus_queue.config import RegisterMap
 from gateway.clock import Clock
 from simulators.ff68_pad import PadBus, SimPad
 from simulators.kiosk_http import KioskAgent
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 Work = tuple[str, Coroutine[Any, Any, None]]
 
 QUEUE_SERVICES: Final = 4  # ticket kinds the simulated queue controller issues
-PADS_PER_BUS: Final = 30  # a 9600-baud bus sweeps 30 pads in well under a second
+PADS_PER_BUS: Final = 30
+V1_MAX_WINDOWS: Final = 90  # devices.md §3: windows from 100, services from 1000, 10 a window
+BIG_HALL_WINDOWS_BASE: Final = 2000  # a 9600-baud bus sweeps 30 pads in well under a second
 SURNAMES: Final = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
 GIVEN_NAMES: Final = "伟芳娜敏静丽强磊军洋勇艳杰涛明超秀霞平刚桂英华玉兰萍红建文辉力"
 DEPARTMENTS: Final = (
@@ -135,17 +138,22 @@ def shape_config(shape: HallShape) -> dict[str, Any]:
         {"id": f"clock-{n}", "profile": "zk_push", "serial_number": f"CKSIM{n:05d}", "delay_s": 10}
         for n in range(1, shape.clocks + 1)
     ]
-    devices.append(
-        {
-            "id": "queue-main",
-            "profile": "modbus_queue",
-            "transport": "tcp",
-            "host": "127.0.0.1",
-            "port": 502,
-            "unit": 1,
-            "poll_s": 1.0,
+    queue: dict[str, Any] = {
+        "id": "queue-main",
+        "profile": "modbus_queue",
+        "transport": "tcp",
+        "host": "127.0.0.1",
+        "port": 502,
+        "unit": 1,
+        "poll_s": 1.0,
+    }
+    if shape.windows > V1_MAX_WINDOWS:
+        # map v1 has room for 90 windows before its services; a bigger hall's controller keeps
+        # its windows further up: another register map, in config like any vendor's
+        queue["register_map"] = {
+            "windows": {"base": BIG_HALL_WINDOWS_BASE, "max_count": shape.windows}
         }
-    )
+    devices.append(queue)
     devices += [
         {
             "id": f"kiosk-{n:02d}",
@@ -299,7 +307,11 @@ class SimulatedHall:
 
     async def _start_queue(self, device: dict[str, Any]) -> None:
         windows = [w for w in self.data.get("windows", []) if w.get("queue_window")]
-        engine = QueueEngine(max((w["queue_window"] for w in windows), default=1), QUEUE_SERVICES)
+        engine = QueueEngine(
+            max((w["queue_window"] for w in windows), default=1),
+            QUEUE_SERVICES,
+            register_map=RegisterMap.model_validate(device.get("register_map", {})),
+        )
         staff = {
             window["queue_window"]: person["queue_no"]
             for window in windows

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # fault bits and queue depth change rarely; a status request costs a slot in the sweep
 STATUS_EVERY_S: Final = 60.0
+# events taken from one pad in one turn; the rest wait for its next turn, so that a pad with a
+# long queue cannot hold up the other pads of its bus
+EVENTS_PER_TURN: Final = 8
 # how far back the journal is read at start-up to learn who is logged in at the pad
 RESTORE_LOOKBACK: Final = 200
 # what a pad shows after a login whose card is not on the roster
@@ -94,14 +97,17 @@ class PadDriver:
         self._context.hub.update_values(self.device_id, self._values())
 
     async def poll(self, link: BusLink) -> None:
-        answer = await link.exchange(
-            codec.encode(codec.poll(self.config.address)),
-            codec.decode,
-            self._match_poll,
-            self.runner.count_request,
-        )
-        if isinstance(answer, PadReport):
-            await self._take(link, answer)
+        # a pad reports one event per poll: while it has more, poll it again in the same turn,
+        # so a burst (a login, a pause, a rating) arrives at once and not one per sweep
+        for _ in range(EVENTS_PER_TURN):
+            answer = await link.exchange(
+                codec.encode(codec.poll(self.config.address)),
+                codec.decode,
+                self._match_poll,
+                self.runner.count_request,
+            )
+            if not isinstance(answer, PadReport) or not await self._take(link, answer):
+                break
         loop_now = asyncio.get_running_loop().time()
         if loop_now >= self._status_due:
             self._status_due = loop_now + STATUS_EVERY_S
@@ -134,11 +140,12 @@ class PadDriver:
         except PadPayloadError as err:
             raise BadResponse(f"{self.device_id}: {err}") from err
 
-    async def _take(self, link: BusLink, report: PadReport) -> None:
+    async def _take(self, link: BusLink, report: PadReport) -> bool:
+        """Store and acknowledge an event; False if it could not be stored (not acknowledged)."""
         mark = f"{report.seq}:{codec.report_frame(self.config.address, report).data.hex()}"
         if mark == self._last_stored:
             await self._ack(link, report.seq)  # its ACK was lost: the pad still holds it
-            return
+            return True
         now = self._context.clock.now()
         fact = self._normalize(report, now)
         try:
@@ -151,7 +158,7 @@ class PadDriver:
             log.error(
                 "%s: event seq %d not stored, not acknowledged: %s", self.device_id, report.seq, err
             )
-            return
+            return False
         self._last_stored = mark
         self._apply(report, fact.staff_id if isinstance(fact, PadEvent) else None)
         await self._ack(link, report.seq)
@@ -164,6 +171,7 @@ class PadDriver:
             else:
                 self._resting_text = UNKNOWN_CARD_TEXT
             await self._display(link, self._resting_text)
+        return True
 
     def _normalize(self, report: PadReport, now: dt.datetime) -> Event | JournalEntry:
         event_id = stable_id(
