@@ -164,6 +164,11 @@ class PresenceService(ServiceBase):
         context.hub.add_listener(self._device_changed)
         parts.commands.register("outing", self._outing_command)
 
+    @property
+    def bus(self) -> EventBus:
+        """Where the inputs come from (tests drive the engine through it)."""
+        return self._bus
+
     # -- the alert engine's hook -----------------------------------------------------------
 
     def add_listener(self, listener: ConditionListener) -> None:
@@ -528,10 +533,6 @@ class PresenceService(ServiceBase):
             self._publisher.set_retained(staff_topic(staff_id), b"")
         for window_id in changes.removed_windows:
             self._publisher.set_retained(window_topic(window_id), b"")
-        if not (
-            initial or staff_ids or window_ids or changes.removed_staff or changes.removed_windows
-        ):
-            return
         if window_ids or changes.removed_windows:
             self.feed.changed()  # the page's grid
         now = self._clock.now()
