@@ -643,7 +643,7 @@ class PresenceService(ServiceBase):
             outing = await self.end_outing(oid, end.ended_by or "api")
             return _json(outing.payload())
 
-        return await self._write(request, "outings_api", act)
+        return await self._write(request, "outings_api", act, body_required=False)
 
     async def _post_leave(self, request: web.Request) -> web.Response:
         async def act(body: Any) -> web.Response:

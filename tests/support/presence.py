@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import itertools
 import json
 from pathlib import Path
@@ -168,7 +169,9 @@ async def api(
     raw: bytes | None = None,
 ) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    data = raw if raw is not None else (None if body is None else json.dumps(body))
+    data: Any = raw if raw is not None else (None if body is None else json.dumps(body))
+    if isinstance(data, bytes) and len(data) > 64 * 1024:
+        data = io.BytesIO(data)  # aiohttp warns about large raw bodies
     if data is not None:
         headers["Content-Type"] = "application/json"
     async with (
