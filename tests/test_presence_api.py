@@ -251,9 +251,11 @@ async def test_outing_commands_are_answered_once_and_malformed_ones_name_the_fie
         reply = await send(
             {"request_id": "m1", "staff_id": "s001", "action": "start", "reason": "private"}
         )
-        assert not reply["ok"] and "expected_minutes" in reply["error"]
+        assert not reply["ok"]
+        assert "expected_minutes" in reply["error"]
         reply = await send({"request_id": "m2", "staff_id": "s001", "action": "leave"})
-        assert not reply["ok"] and "action" in reply["error"]
+        assert not reply["ok"]
+        assert "action" in reply["error"]
         reply = await send(
             {
                 "request_id": "m3",
@@ -263,9 +265,11 @@ async def test_outing_commands_are_answered_once_and_malformed_ones_name_the_fie
                 "expected_minutes": 30,
             }
         )
-        assert not reply["ok"] and "private_approval" in reply["error"]
+        assert not reply["ok"]
+        assert "private_approval" in reply["error"]
         reply = await send({"request_id": "m4", "staff_id": "s001", "action": "end"})
-        assert not reply["ok"] and "no outing" in reply["error"]
+        assert not reply["ok"]
+        assert "no outing" in reply["error"]
         start = {
             "request_id": "m5",
             "staff_id": "s001",
