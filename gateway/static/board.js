@@ -71,7 +71,7 @@ function setLive(state) {
 function capacity(tbodyId) {
   const panel = $(tbodyId).closest(".panel");
   const head = panel.querySelector("h2").offsetHeight + panel.querySelector("thead").offsetHeight;
-  return Math.max(1, Math.floor((panel.clientHeight - head - 36) / 68));
+  return Math.max(1, Math.floor((panel.clientHeight - head - 36) / 61));
 }
 
 function pageOf(items, size, label) {
@@ -137,7 +137,7 @@ function renderUnattended() {
 function renderCounts() {
   const c = board.counts;
   const cards = [
-    ["在岗", c.on_post + c.standby, "ok", c.standby ? `含B岗待岗${c.standby}` : ""],
+    ["在岗", c.on_post + c.standby, "ok", c.standby ? `其中B岗待岗 ${c.standby}` : ""],
     ["外出", c.out, board.out.some((i) => i.overdue) ? "alert" : "warn"],
     ["离岗", c.off_post, c.off_post ? "alert" : ""],
     ["请假", c.on_leave, ""],
@@ -148,7 +148,8 @@ function renderCounts() {
   box.replaceChildren();
   for (const [label, value, cls, note] of cards) {
     const card = text("div", "", `count ${cls}`);
-    card.append(text("div", String(value), "v"), text("div", note ? `${label}（${note}）` : label, "k"));
+    card.append(text("div", String(value), "v"), text("div", label, "k"));
+    if (note) card.append(text("div", note, "note"));
     box.append(card);
   }
   document.body.classList.toggle("offduty", c.off_duty === c.staff_total && c.staff_total > 0);
