@@ -465,7 +465,9 @@ class PresenceService(ServiceBase):
             wait = RETRY_AFTER_ERROR_S if retry else RECHECK_S
             upcoming = self.engine.next_change()
             if upcoming is not None:
-                wait = min(wait, max(0.0, (upcoming - now).total_seconds()))
+                # hall seconds to real ones: a simulated hall's clock runs `speed` times faster
+                speed = float(getattr(self._clock, "speed", 1.0))
+                wait = min(wait, max(0.0, (upcoming - now).total_seconds()) / speed)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
