@@ -203,6 +203,7 @@ class PresenceEngine:
         self._conditions: dict[tuple[str, str], Condition] = {}
         self._listeners: list[ConditionListener] = []
         self._next: dt.datetime | None = None
+        self._dirty = False  # an input applied and not yet evaluated
         self.changes = _Changes()
         self.pending: list[OutingFact] = []
         self.configure(config)
@@ -325,7 +326,7 @@ class PresenceEngine:
         """Evaluate at every instant up to `to` where a status can change, then at `to`."""
         while self._next is not None and self._next <= to:
             self._evaluate(self._next)
-        if to > self._at or not self._staff_views:
+        if to > self._at or self._dirty or not self._staff_views:
             self._evaluate(to)
 
     # -- inputs (each applied at `at`, when the gateway learned it) ---------------------------
@@ -368,14 +369,20 @@ class PresenceEngine:
         staff_id: str | None,
         ticket: str | None,
         at: dt.datetime,
+        *,
+        evaluate: bool = True,
     ) -> None:
-        """The queue controller's state of one window (from its device state values)."""
+        """The queue controller's state of one window (from its device state values). A caller
+        polled many times a second may leave the evaluation to the next `advance`."""
         at = self._moved_to(at)
         caller = self._callers.setdefault(window_id, _Caller())
         if staff_id != caller.staff_id:
             caller.login_at = at if staff_id is not None else None
         caller.status, caller.staff_id, caller.ticket = status, staff_id, ticket
-        self._inputs_changed(at)
+        if evaluate:
+            self._inputs_changed(at)
+        else:
+            self._dirty = True
 
     def caller_activity(self, window_id: str, at: dt.datetime) -> None:
         """A ticket called, finished or skipped at the window: someone works its caller today."""
@@ -501,6 +508,7 @@ class PresenceEngine:
         return when is not None and self._day(when) == self._day(at)
 
     def _evaluate(self, at: dt.datetime) -> None:
+        self._dirty = False
         self._at = max(self._at, at)
         at = self._at
         if self._present != self._presence(at):

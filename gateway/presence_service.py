@@ -76,12 +76,19 @@ log = logging.getLogger(__name__)
 RECHECK_S: Final = 30.0
 # the leave file is looked at this often; an edit is in force within this long, no SIGHUP
 LEAVE_CHECK_S: Final = 30.0
+# inputs this close together are evaluated and published together (the board: within 2 s)
+COALESCE_S: Final = 0.05
 # derived outing facts (an overdue, a return) whose commit failed are tried again after this
 RETRY_AFTER_ERROR_S: Final = 10.0
 # caller notes waiting for the journal; a controller flapping every window fits many times
 NOTE_QUEUE_MAX: Final = 10_000
 # request ids of outing commands remembered, so a command delivered twice (QoS 1) acts once
 COMMANDS_REMEMBERED: Final = 1000
+# caller notes wait this long to share a commit: a busy controller changes many times a second,
+# and a note lost in a crash only delays the caller's state until the controller's next poll
+NOTE_FLUSH_S: Final = 1.0
+# caller notes journaled in one commit at most
+NOTE_BATCH: Final = 500
 CALLER_NOTE: Final = "queue_window"  # journal kind of a caller's state (not published)
 LEAVE_NOTE: Final = "leave"  # journal kind of leave given or cancelled through the API
 # queue events that show someone works the window's caller
@@ -202,7 +209,8 @@ class PresenceService(ServiceBase):
         )
         leave_rows = await self._store.journal(kinds=[LEAVE_NOTE])
         self._load_leave_file(horizon, quiet=False)
-        for row in sorted([*rows, *leave_rows], key=lambda r: r.seq):
+        # in the order the gateway learned them (caller notes are journaled in batches, late)
+        for row in sorted([*rows, *leave_rows], key=_learned):
             try:
                 self._replay(row)
             except (ValidationError, ValueError, KeyError) as err:
@@ -403,12 +411,10 @@ class PresenceService(ServiceBase):
             if before == state:
                 continue
             self._callers[key] = state
-            self.engine.caller(window_id, status, staff_id, ticket, now)
-            if (
-                before is None
-                or before[:2] != state[:2]
-                or (status == "serving") != (before[0] == "serving")
-            ):
+            self.engine.caller(window_id, status, staff_id, ticket, now, evaluate=False)
+            # the journal keeps who is at the caller and its status; the ticket comes back
+            # with the controller's first poll after a restart
+            if before is None or before[:2] != state[:2]:
                 self._note_caller(device_id, window_id, state, now)
         self._wake.set()
 
@@ -440,12 +446,25 @@ class PresenceService(ServiceBase):
             self._metrics.sink_dropped.labels("presence_notes").inc()
 
     async def _journal_notes(self) -> None:
-        while True:
-            entry = await self._notes.get()
-            try:
-                await self._bus.note(entry)
-            except StoreError as err:  # the controller's next change is noted again
-                log.warning("presence: caller state of %s not journaled: %s", entry.subject, err)
+        batch: list[JournalEntry] = []
+        try:
+            while True:
+                batch.append(await self._notes.get())
+                await asyncio.sleep(NOTE_FLUSH_S)
+                await self._write_notes(batch)
+                batch = []
+        finally:  # stopping: what is waiting goes to the journal first (a restart replays it)
+            await self._write_notes(batch)
+
+    async def _write_notes(self, batch: list[JournalEntry]) -> None:
+        while not self._notes.empty() and len(batch) < NOTE_BATCH:
+            batch.append(self._notes.get_nowait())
+        if not batch:
+            return
+        try:  # one commit for a burst: a busy controller changes many times a second
+            await self._store.record_many([(entry, ()) for entry in batch])
+        except StoreError as err:  # the controller's next change is noted again
+            log.warning("presence: %d caller states not journaled: %s", len(batch), err)
 
     # -- time and publishing -----------------------------------------------------------------
 
@@ -471,6 +490,9 @@ class PresenceService(ServiceBase):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+                # inputs come in bursts (a controller polled many times a second, the morning
+                # rush): evaluate and publish a burst once
+                await asyncio.sleep(COALESCE_S)
 
     async def _publish_facts(self, facts: list[OutingFact], now: dt.datetime) -> list[OutingFact]:
         """Journal and publish what the engine decided; the ones not stored, to retry."""
@@ -852,6 +874,10 @@ class PresenceService(ServiceBase):
             raise CommandRejected(f"{err}{rule}") from err
         except StoreError as err:
             raise CommandRejected(f"not stored, nothing changed: {err}") from err
+
+
+def _learned(row: JournalRow) -> tuple[float, int]:
+    return dt.datetime.fromisoformat(row.received_at).timestamp(), row.seq
 
 
 def _unknown(field: str, value: str) -> ValidationError:

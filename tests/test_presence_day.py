@@ -149,7 +149,11 @@ async def test_a_working_day_of_a_24_window_hall(tmp_path: Any, broker: Mosquitt
         async with running_gateway(config, gateway=gateway(config, clock)) as gw:
             day.attach(gw)
             after = await snapshot(gw)
-            assert after == before, "a restart at 10:38 shows the same board, windows and staff"
+            for path, items in before.items():  # a restart at 10:38 shows the same board
+                if isinstance(items, list):
+                    changed = [(b, a) for b, a in zip(items, after[path], strict=True) if a != b]
+                    assert not changed, (path, json.dumps(changed, ensure_ascii=False))
+                assert after[path] == items, (path, json.dumps(items), json.dumps(after[path]))
             await rest_of_day(day, broker)
 
 
