@@ -27,6 +27,7 @@ from gateway.ids import stable_id
 from gateway.loop_errors import handle_loop_error
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttPublisher
+from gateway.presence_service import PresenceService
 from gateway.registry import DRIVERS
 from gateway.roster import Roster
 from gateway.screens import Screens
@@ -233,8 +234,7 @@ class Gateway:
 
 def build_services(parts: GatewayParts) -> list[Service]:
     """The gateway-level services, in the order they restore and run."""
-    del parts  # presence and alerts are built here as they land
-    return []
+    return [PresenceService(parts)]
 
 
 def _rss_bytes() -> int:

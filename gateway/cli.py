@@ -90,6 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     hall.add_argument("--days", type=int, default=0, help="working days to play (0: until Ctrl-C)")
     hall.add_argument("--http-port", type=int, default=8080, help="main listener (0: any free)")
     hall.add_argument("--keep", action="store_true", help="keep the state directory")
+    board = commands.add_parser("board", help="print the running gateway's hall board")
+    board.add_argument("-c", "--config", required=True, help="the YAML config file")
+    board.add_argument(
+        "--snapshot",
+        action="store_true",
+        required=True,
+        help="print the board now, as tables (who is out, off-post, unattended windows)",
+    )
     demo = commands.add_parser("demo", help="run a simulated hall with the gateway")
     demo.add_argument("--http-port", type=int, default=8080, help="main listener (0: any free)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
@@ -118,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             csv_path=args.csv,
             include_flagged=args.include_flagged,
         )
+    if args.command == "board":
+        from gateway.board import print_snapshot  # noqa: PLC0415  # keeps check-config light
+
+        return print_snapshot(args.config)
     from gateway import demo as simulated  # noqa: PLC0415  # it pulls in the simulators
 
     if args.command == "simulate":

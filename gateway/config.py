@@ -160,12 +160,24 @@ class StaffConfig(StrictModel):
     timetable: str | None = None  # None: the only timetable, or `standard`
 
 
+RuleMode = Literal["enforce", "warn"]
+# the outing rules of domain.md, by the name a refusal (409) and a flag carry
+OutingRule = Literal["private_approval", "replacement", "max_per_day", "max_minutes_per_day"]
+
+
 class OutingRules(StrictModel):
     private_approval_over_min: Annotated[int, int_range(0, 1440)] = 20
     replacement_over_min: Annotated[int, int_range(0, 1440)] = 60
     max_per_day: Annotated[int, int_range(0, 100)] = 3
     max_minutes_per_day: Annotated[int, int_range(0, 1440)] = 60
-    mode: Literal["enforce", "warn"] = "enforce"
+    mode: RuleMode = "enforce"
+    # one rule's own mode, over `mode` (e.g. {max_minutes_per_day: warn})
+    modes: dict[OutingRule, RuleMode] = Field(default_factory=dict)
+    # the daily limits count private outings; official business is the department's call
+    daily_limits_include_official: bool = False
+
+    def mode_of(self, rule: OutingRule) -> RuleMode:
+        return self.modes.get(rule, self.mode)
 
 
 class RulesConfig(StrictModel):
@@ -177,6 +189,11 @@ class RulesConfig(StrictModel):
 
 class BoardConfig(StrictModel):
     mask_names: bool = False
+
+
+class LeaveConfig(StrictModel):
+    # a YAML or CSV file of leave (请假) kept by the hall office; None: leave by the API only
+    path: str | None = None
 
 
 Severity = Literal["critical", "warning", "info"]
@@ -222,6 +239,7 @@ class Config(StrictModel):
     staff: list[StaffConfig] = Field(default_factory=list)
     rules: RulesConfig = RulesConfig()
     board: BoardConfig = BoardConfig()
+    leave: LeaveConfig = LeaveConfig()
     alerts: AlertsConfig = AlertsConfig()
 
     @property

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from html import escape
 from typing import Any, Final
 
 from aiohttp import web
@@ -68,14 +67,9 @@ def main_app(
     async def devices(_request: web.Request) -> web.Response:
         return web.json_response(device_list(hub.statuses()), dumps=_dumps)
 
-    async def board_placeholder(_request: web.Request) -> web.Response:
-        html = _PLACEHOLDER.replace("{name}", escape(config.display_name))
-        return web.Response(text=html, content_type="text/html", charset="utf-8")
-
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/api/v1/devices", devices)
-    app.router.add_get("/board", board_placeholder)
     return app
 
 
@@ -117,10 +111,3 @@ class HttpServer:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
-
-
-_PLACEHOLDER = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>{name}</title></head>
-<body style="font-family:sans-serif;background:#0b1a2a;color:#fff;font-size:48px;padding:48px">
-<h1>{name}</h1><p>大厅看板即将上线。</p></body></html>
-"""

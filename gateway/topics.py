@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import CONTRACT_VERSION, __version__
 from gateway.clock import iso
@@ -12,9 +13,14 @@ from gateway.devices import DeviceStatus
 from gateway.events import Event
 from gateway.store import OutboxMessage
 
+if TYPE_CHECKING:
+    from gateway.config import StaffConfig, WindowConfig
+    from gateway.presence import Board, StaffView, WindowView
+
 GATEWAY_STATE = "gateway/state"
 GATEWAY_HEALTH = "gateway/health"
 COMMAND_REPLY = "cmd/reply/{request_id}"
+BOARD = "board"
 
 
 def dumps(payload: Mapping[str, Any]) -> bytes:
@@ -98,3 +104,115 @@ def device_list(statuses: Sequence[DeviceStatus]) -> list[dict[str, Any]]:
         }
         for s in statuses
     ]
+
+
+def mask_name(name: str) -> str:
+    """`张三` → `张*` (board.mask_names): the family name stays, the given name is starred."""
+    return name if len(name) <= 1 else name[0] + "*" * (len(name) - 1)
+
+
+def window_topic(window_id: str) -> str:
+    return f"windows/{window_id}/state"
+
+
+def staff_topic(staff_id: str) -> str:
+    return f"staff/{staff_id}/presence"
+
+
+def window_state(view: WindowView, window: WindowConfig) -> dict[str, Any]:
+    """`…/windows/{window_id}/state` and an item of `GET /api/v1/windows`."""
+    return {
+        "v": 1,
+        "window_id": view.window_id,
+        "name": window.name,
+        "department": window.department,
+        "status": view.status,
+        "staff_id": view.staff_id,
+        "covering": view.covering,
+        "ticket": view.ticket,
+        "since": iso(view.since),
+    }
+
+
+def staff_presence(view: StaffView, person: StaffConfig, *, mask: bool) -> dict[str, Any]:
+    """`…/staff/{staff_id}/presence` and an item of `GET /api/v1/staff`."""
+    return {
+        "v": 1,
+        "staff_id": view.staff_id,
+        "name": mask_name(person.name) if mask else person.name,
+        "window_id": person.window,
+        "post": person.post,
+        "status": view.status,
+        "since": iso(view.since),
+        "outing": None if view.outing is None else view.outing.payload(),
+        "flags": list(view.flags),
+    }
+
+
+def board_payload(
+    board: Board,
+    staff: Mapping[str, StaffConfig],
+    windows: Mapping[str, WindowConfig],
+    *,
+    mask: bool,
+    ts: dt.datetime,
+) -> dict[str, Any]:
+    """`…/board`, `GET /api/v1/board` and the board's server-sent events."""
+
+    def name(staff_id: str) -> str:
+        person = staff[staff_id]
+        return mask_name(person.name) if mask else person.name
+
+    def window_name(window_id: str | None) -> str | None:
+        window = windows.get(window_id) if window_id is not None else None
+        return None if window is None else window.name or window.id
+
+    out = []
+    for view in board.out:
+        assert view.outing is not None
+        person = staff[view.staff_id]
+        window_id = view.outing.window_id or person.window
+        out.append(
+            {
+                "staff_id": view.staff_id,
+                "name": name(view.staff_id),
+                "window_id": window_id,
+                "window_name": window_name(window_id),
+                "reason": view.outing.reason,
+                "since": iso(view.outing.started_at),
+                "expected_back": iso(view.outing.expected_back),
+                "overdue": view.outing.overdue,
+            }
+        )
+    counts: dict[str, int] = dict(board.staff_counts.items())
+    counts.update(board.window_counts.items())
+    counts["staff_total"] = sum(board.staff_counts.values())
+    counts["windows_total"] = sum(board.window_counts.values())
+    return {
+        "v": 1,
+        "ts": iso(ts),
+        "out": out,
+        "off_post": [
+            {
+                "staff_id": view.staff_id,
+                "name": name(view.staff_id),
+                "window_id": staff[view.staff_id].window,
+                "window_name": window_name(staff[view.staff_id].window),
+                "since": iso(view.since),
+            }
+            for view in board.off_post
+        ],
+        "unattended_windows": [
+            {
+                "window_id": view.window_id,
+                "name": window_name(view.window_id),
+                "since": iso(view.since),
+            }
+            for view in board.unattended
+        ],
+        "on_leave": [
+            {"staff_id": staff_id, "name": name(staff_id), "window_id": staff[staff_id].window}
+            for staff_id in board.on_leave
+        ],
+        "counts": counts,
+    }
