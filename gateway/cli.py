@@ -26,6 +26,65 @@ EXIT_CONFIG: Final = 2  # DEVELOPERS.md: config errors exit 2 with the field's p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "check-config":
+        return check_config(args.file)
+    if args.command == "run":
+        return run_gateway(
+            args.config,
+            clock_start=args.clock_start,
+            clock_speed=args.clock_speed,
+            clock_anchor=args.clock_anchor,
+        )
+    if args.command == "attendance":
+        from gateway.ledger import print_ledger  # noqa: PLC0415  # keeps check-config light
+
+        return print_ledger(
+            args.config,
+            day=args.date,
+            month=args.month,
+            csv_path=args.csv,
+            include_flagged=args.include_flagged,
+        )
+    if args.command == "board":
+        from gateway.board import print_snapshot  # noqa: PLC0415  # keeps check-config light
+
+        return print_snapshot(args.config)
+    from gateway import demo as simulated  # noqa: PLC0415  # it pulls in the simulators
+
+    if args.command == "simulate":
+        from simulators.hall import HallShape  # noqa: PLC0415
+
+        shape = HallShape(
+            windows=args.windows,
+            floors=args.floors,
+            clocks=args.clocks,
+            kiosks=args.kiosks,
+            leds=args.leds,
+        )
+        return run_until_stopped(
+            simulated.simulate_hall(
+                shape,
+                speed=args.speed,
+                start=args.start,
+                days=args.days,
+                http_port=args.http_port,
+                keep=args.keep,
+            )
+        )
+    return run_until_stopped(
+        simulated.run_demo(
+            http_port=args.http_port, keep=args.keep, speed=args.speed, start=args.start
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hallgw", description="Edge gateway for the hardware of a government service hall."
     )
@@ -101,58 +160,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run a simulated hall with the gateway")
     demo.add_argument("--http-port", type=int, default=8080, help="main listener (0: any free)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's state directory")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=10.0,
+        help="hall time runs X times faster (default 10: a day in under an hour)",
     )
-    if args.command == "check-config":
-        return check_config(args.file)
-    if args.command == "run":
-        return run_gateway(
-            args.config,
-            clock_start=args.clock_start,
-            clock_speed=args.clock_speed,
-            clock_anchor=args.clock_anchor,
-        )
-    if args.command == "attendance":
-        from gateway.ledger import print_ledger  # noqa: PLC0415  # keeps check-config light
-
-        return print_ledger(
-            args.config,
-            day=args.date,
-            month=args.month,
-            csv_path=args.csv,
-            include_flagged=args.include_flagged,
-        )
-    if args.command == "board":
-        from gateway.board import print_snapshot  # noqa: PLC0415  # keeps check-config light
-
-        return print_snapshot(args.config)
-    from gateway import demo as simulated  # noqa: PLC0415  # it pulls in the simulators
-
-    if args.command == "simulate":
-        from simulators.hall import HallShape  # noqa: PLC0415
-
-        shape = HallShape(
-            windows=args.windows,
-            floors=args.floors,
-            clocks=args.clocks,
-            kiosks=args.kiosks,
-            leds=args.leds,
-        )
-        return run_until_stopped(
-            simulated.simulate_hall(
-                shape,
-                speed=args.speed,
-                start=args.start,
-                days=args.days,
-                http_port=args.http_port,
-                keep=args.keep,
-            )
-        )
-    return run_until_stopped(simulated.run_demo(http_port=args.http_port, keep=args.keep))
+    demo.add_argument(
+        "--start",
+        type=_moment,
+        metavar="YYYY-MM-DDTHH:MM",
+        help="hall time to start at (default: 08:45 on the next working day)",
+    )
+    return parser
 
 
 def check_config(path: str) -> int:

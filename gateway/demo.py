@@ -34,6 +34,7 @@ from gateway.app import Gateway
 from gateway.clock import ScaledClock
 from gateway.config import Config, ConfigError, parse_config, resolve_secrets
 from gateway.errors import GatewayError
+from gateway.worktime import WorkCalendar
 from simulators.broker import Mosquitto, free_port
 from simulators.hall import HallDay, HallShape, SimulatedHall, shape_config
 
@@ -45,6 +46,10 @@ class DemoError(GatewayError):
 DEMO_CONFIG: Final = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
 # a gateway process that is not answering its health check by then has failed to start
 GATEWAY_START_S: Final = 30.0
+# the demo's hall time runs this much faster than real time: a working day in under an hour
+DEMO_SPEED: Final = 10.0
+# the demo starts shortly before the hall opens, so that arrivals are seen
+DEMO_OPENING: Final = dt.time(8, 45)
 
 
 def _port_free(port: int) -> bool:
@@ -77,7 +82,11 @@ def _prepare(data: dict[str, Any], state: Path, broker: Mosquitto, http_port: in
     data["http"]["device_port"] = _pick_port(data["http"].get("device_port", 8081))
 
 
-async def run_demo(*, http_port: int, keep: bool) -> None:
+async def run_demo(
+    *, http_port: int, keep: bool, speed: float = DEMO_SPEED, start: dt.datetime | None = None
+) -> None:
+    """The demo hall's working days on a hall clock (by default the next working day from
+    08:45, at DEMO_SPEED), every device simulated, the gateway in this process."""
     if not DEMO_CONFIG.exists():
         raise ConfigError([f"{DEMO_CONFIG}: the demo hall's config is missing"])
     data: dict[str, Any] = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
@@ -87,7 +96,11 @@ async def run_demo(*, http_port: int, keep: bool) -> None:
             stack.callback(shutil.rmtree, state, ignore_errors=True)
         broker = await _broker(state, stack)
         _prepare(data, state, broker, http_port)
-        hall = SimulatedHall(data, state)
+        config = parse_config(yaml.safe_dump(data, allow_unicode=True), source=str(DEMO_CONFIG))
+        zone = config.zone
+        opening = start.replace(tzinfo=zone) if start else _next_opening(config)
+        clock = ScaledClock(opening, speed)
+        hall = SimulatedHall(data, state, time_source=clock.now)
         await hall.start()
         stack.push_async_callback(hall.close)
 
@@ -95,14 +108,46 @@ async def run_demo(*, http_port: int, keep: bool) -> None:
         token = os.environ.setdefault("HALLGW_API_TOKEN", token_source.token_urlsafe(18))
         os.environ.setdefault("HALLGW_DEMO_KIOSK_TOKEN", token_source.token_urlsafe(18))
         secrets, _missing = resolve_secrets(config)
-        gateway = Gateway(config, secrets)
+        gateway = Gateway(config, secrets, clock=clock)
         ready = asyncio.Event()
+        api = f"http://127.0.0.1:{config.http.port}"
         async with asyncio.TaskGroup() as group:
             group.create_task(gateway.run(ready.set), name="gateway")
-            for name, work in [*hall.clock_runs(), *hall.random_runs()]:
+            for name, work in [*hall.clock_runs(), *hall.kiosk_runs()]:
                 group.create_task(work, name=name)
             await ready.wait()
             _banner(config, broker.port, token, state if keep else None)
+            print(f"  hall time: {clock.now():%Y-%m-%d %H:%M} at {speed:g}x", flush=True)  # noqa: T201
+            days = _play_days(hall, clock, WorkCalendar(config), api, token, days=0)
+            group.create_task(days, name="hall-days")
+
+
+def _next_opening(config: Config) -> dt.datetime:
+    """08:45 on the next working day (today's if the hall works today): the hall opens."""
+    calendar = WorkCalendar(config)
+    day = dt.datetime.now(config.zone).date()
+    while not calendar.is_working_day(day):
+        day += dt.timedelta(days=1)
+    return dt.datetime.combine(day, DEMO_OPENING, tzinfo=config.zone)
+
+
+async def _play_days(
+    hall: SimulatedHall,
+    clock: ScaledClock,
+    calendar: WorkCalendar,
+    api: str,
+    token: str,
+    *,
+    days: int,
+) -> None:
+    """Working days one after the other (`days` of them; 0: without end); days off pass."""
+    played = 0
+    while days == 0 or played < days:
+        if calendar.is_working_day(clock.now().date()):
+            await HallDay(hall, clock, api=api, token=token, seed=played + 1).run()
+            played += 1
+        if days == 0 or played < days:
+            await _until_next_day(clock)
 
 
 async def simulate_hall(
@@ -152,19 +197,15 @@ async def simulate_hall(
         await _wait_healthy(config, gateway)
         _banner(config, broker.port, token, state if keep else None)
         print(f"  hall time: {clock.now():%Y-%m-%d %H:%M} at {speed:g}x", flush=True)  # noqa: T201
-        clocks = [asyncio.create_task(work, name=name) for name, work in hall.clock_runs()]
+        runs = [*hall.clock_runs(), *hall.kiosk_runs()]
+        tasks = [asyncio.create_task(work, name=name) for name, work in runs]
         try:
             api = f"http://127.0.0.1:{config.http.port}"
-            played = 0
-            while days == 0 or played < days:
-                await HallDay(hall, clock, api=api, token=token, seed=played + 1).run()
-                played += 1
-                if days == 0 or played < days:
-                    await _until_next_day(clock)
+            await _play_days(hall, clock, WorkCalendar(config), api, token, days=days)
         finally:
-            for task in clocks:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*clocks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _until_next_day(clock: ScaledClock) -> None:

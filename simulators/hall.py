@@ -43,7 +43,16 @@ Work = tuple[str, Coroutine[Any, Any, None]]
 QUEUE_SERVICES: Final = 4  # ticket kinds the simulated queue controller issues
 PADS_PER_BUS: Final = 30
 V1_MAX_WINDOWS: Final = 90  # devices.md §3: windows from 100, services from 1000, 10 a window
-BIG_HALL_WINDOWS_BASE: Final = 2000  # a 9600-baud bus sweeps 30 pads in well under a second
+BIG_HALL_WINDOWS_BASE: Final = 2000
+# when outings and absences of the simulated day happen (each ± 25 min)
+OUTING_HOURS: Final = (
+    "09:40",
+    "10:15",
+    "11:00",
+    "14:10",
+    "15:00",
+    "16:10",
+)  # a 9600-baud bus sweeps 30 pads in well under a second
 SURNAMES: Final = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
 GIVEN_NAMES: Final = "伟芳娜敏静丽强磊军洋勇艳杰涛明超秀霞平刚桂英华玉兰萍红建文辉力"
 DEPARTMENTS: Final = (
@@ -265,6 +274,13 @@ class SimulatedHall:
         """The punch clocks' own loops (handshake, uploads, heartbeats)."""
         return [(f"sim-{device_id}", clock.run()) for device_id, clock in self.clocks.items()]
 
+    def kiosk_runs(self) -> list[Work]:
+        """Kiosks' peripherals change now and then (paper runs low, a reader goes offline)."""
+        return [
+            (f"sim-{device_id}", agent.run_random(changes_per_min=RANDOM_KIOSK_CHANGES_PER_MIN))
+            for device_id, agent in self.kiosks.items()
+        ]
+
     def random_runs(self) -> list[Work]:
         """Random behaviour of every device, for a demo that plays no scripted day."""
         runs: list[Work] = []
@@ -336,7 +352,7 @@ Action = Callable[[], Coroutine[Any, Any, None]]
 @dataclass(order=True)
 class _Due:
     at: dt.datetime
-    order: int
+    order: float
     name: str = field(compare=False)
     action: Action = field(compare=False)
 
@@ -400,9 +416,14 @@ class HallDay:
         base = dt.datetime.combine(day, dt.time.fromisoformat(hhmm), tzinfo=self.clock.zone)
         return base + dt.timedelta(minutes=self._rng.uniform(-jitter_min, jitter_min))
 
-    def _do(self, at: dt.datetime, name: str, action: Action) -> None:
-        if at < self.clock.now():
-            return  # the day started after this; it is not played
+    def _do(self, at: dt.datetime, name: str, action: Action, *, catch_up: bool = False) -> None:
+        """Plan `action` at `at`. A day joined late plays what makes the hall's state (punches,
+        logins, logouts: `catch_up`) at once, in their order, and skips the rest."""
+        now = self.clock.now()
+        if at < now:
+            if catch_up:
+                heapq.heappush(self._agenda, _Due(now, at.timestamp(), name, action))
+            return
         self._order += 1
         heapq.heappush(self._agenda, _Due(at, self._order, name, action))
 
@@ -413,39 +434,37 @@ class HallDay:
             for post, person in posts.items():
                 late = self._rng.random() < 0.05
                 arrive = self._at(day, "09:12" if late else "08:50", 8.0)
-                self._do(arrive, f"{person['id']} punches in", self._punch(person, 0))
-                self._do(
-                    self._at(day, "12:01", 1.0),
-                    f"{person['id']} punches out",
-                    self._punch(person, 1),
+                self._punch_at(arrive, person, 0, f"{person['id']} punches in")
+                self._punch_at(
+                    self._at(day, "12:01", 1.0), person, 1, f"{person['id']} punches out"
                 )
-                self._do(
-                    self._at(day, "13:22", 5.0),
-                    f"{person['id']} punches in",
-                    self._punch(person, 0),
-                )
+                self._punch_at(self._at(day, "13:22", 5.0), person, 0, f"{person['id']} punches in")
                 leave = self._at(day, "17:25" if self._rng.random() < 0.05 else "17:33", 2.0)
-                self._do(leave, f"{person['id']} punches out", self._punch(person, 1))
+                self._punch_at(leave, person, 1, f"{person['id']} punches out")
                 if post == "A" and pad is not None:
                     self._do(
                         arrive + dt.timedelta(minutes=3),
                         f"{person['id']} logs in",
                         self._pad(pad.login, person["card"]),
+                        catch_up=True,
                     )
                     self._do(
                         self._at(day, "12:00", 0.5),
                         f"{person['id']} logs out",
                         self._pad(pad.logout),
+                        catch_up=True,
                     )
                     self._do(
                         self._at(day, "13:28", 1.0),
                         f"{person['id']} logs in",
                         self._pad(pad.login, person["card"]),
+                        catch_up=True,
                     )
                     self._do(
                         self._at(day, "17:30", 0.5),
                         f"{person['id']} logs out",
                         self._pad(pad.logout),
+                        catch_up=True,
                     )
                     if self._rng.random() < 0.3:  # a short pause at the morning break
                         self._do(
@@ -456,16 +475,33 @@ class HallDay:
                             f"{window_id} resumes",
                             self._pad(pad.resume),
                         )
-        for window_id in self._rng.sample(windows, max(1, len(windows) // 8)):
-            self._plan_outing(day, window_id)
+        # a quarter of the windows see an outing, an eighth an absence nobody registered
+        chosen = self._rng.sample(windows, min(len(windows), max(2, len(windows) // 4)))
+        for window_id in chosen:
+            self._plan_outing(day, window_id, self._at(day, self._rng.choice(OUTING_HOURS), 25))
+        others = [w for w in windows if w not in chosen]
+        for window_id in self._rng.sample(others, min(len(others), max(1, len(windows) // 8))):
+            self._plan_absence(day, window_id)
         self._plan_faults(day)
 
-    def _plan_outing(self, day: dt.date, window_id: str) -> None:
+    def _plan_absence(self, day: dt.date, window_id: str) -> None:
+        """The A leaves the pad without registering and comes back later: off-post, and the
+        window unattended while nobody covers it."""
+        person, pad = self._by_window[window_id].get("A"), self.hall.pads.get(window_id)
+        if person is None or pad is None:
+            return
+        leaves = self._at(day, self._rng.choice(OUTING_HOURS), 25)
+        back = leaves + dt.timedelta(minutes=self._rng.uniform(12, 25))
+        self._do(leaves, f"{person['id']} leaves the window unregistered", self._pad(pad.logout))
+        self._do(
+            back, f"{person['id']} is back at the window", self._pad(pad.login, person["card"])
+        )
+
+    def _plan_outing(self, day: dt.date, window_id: str, start: dt.datetime) -> None:
         posts = self._by_window[window_id]
         person, cover = posts.get("A"), posts.get("B")
         if person is None:
             return
-        start = self._at(day, "10:00", 40.0)
         minutes = self._rng.choice([15, 25, 40])
         reason = self._rng.choice(["official", "private"])
         body: dict[str, Any] = {
@@ -551,14 +587,19 @@ class HallDay:
                     pad.press(self._rng.choices([1, 2, 3, 4, 5], weights=[70, 20, 6, 3, 1])[0])
             seen = len(engine.truth)
 
-    def _punch(self, person: dict[str, Any], status: int) -> Action:
+    def _punch_at(self, at: dt.datetime, person: dict[str, Any], status: int, name: str) -> None:
+        self._do(at, name, self._punch(person, status, at), catch_up=True)
+
+    def _punch(self, person: dict[str, Any], status: int, at: dt.datetime) -> Action:
+        stamp = at.astimezone(self.clock.zone).replace(tzinfo=None)  # the clock's local time
+
         async def act() -> None:
             if not self.hall.clocks:
                 return
             # everyone has a usual clock (a stable choice: hash() differs from run to run)
             usual = zlib.crc32(person["id"].encode()) % len(self._clock_ids)
             clock = self.hall.clocks[self._clock_ids[usual]]
-            clock.punch(person["pin"], status=status, verify=self._rng.choice([1, 1, 15]))
+            clock.punch(person["pin"], at=stamp, status=status, verify=self._rng.choice([1, 1, 15]))
 
         return act
 

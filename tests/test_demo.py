@@ -25,6 +25,11 @@ async def test_the_demo_runs_a_hall_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "demo",
         "--http-port",
         "0",
+        # a working Monday, mid-morning: the day is caught up (arrivals, logins) and under way
+        "--start",
+        "2026-11-23T09:10",
+        "--speed",
+        "20",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
@@ -71,6 +76,16 @@ async def test_the_demo_runs_a_hall_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             timeout=30,
             what="every demo device heard from",
         )
+
+        board = await mqtt.wait_for(
+            lambda: (
+                (mqtt.last("board") or {}).get("counts", {}).get("on_post", 0) > 0
+                and mqtt.last("board")
+            ),
+            timeout=30,
+            what="staff on post on the board",
+        )
+        assert board["counts"]["windows_total"] == 8
 
     process.send_signal(signal.SIGINT)
     async with asyncio.timeout(20):
