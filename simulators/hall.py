@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 Work = tuple[str, Coroutine[Any, Any, None]]
 
 QUEUE_SERVICES: Final = 4  # ticket kinds the simulated queue controller issues
-PADS_PER_BUS: Final = 30
+PADS_PER_BUS: Final = 30  # a 9600-baud bus sweeps 30 pads in well under a second
 V1_MAX_WINDOWS: Final = 90  # devices.md §3: windows from 100, services from 1000, 10 a window
 BIG_HALL_WINDOWS_BASE: Final = 2000
 # when outings and absences of the simulated day happen (each ± 25 min)
@@ -52,7 +52,7 @@ OUTING_HOURS: Final = (
     "14:10",
     "15:00",
     "16:10",
-)  # a 9600-baud bus sweeps 30 pads in well under a second
+)
 SURNAMES: Final = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
 GIVEN_NAMES: Final = "伟芳娜敏静丽强磊军洋勇艳杰涛明超秀霞平刚桂英华玉兰萍红建文辉力"
 DEPARTMENTS: Final = (
