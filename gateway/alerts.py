@@ -12,7 +12,9 @@ engine turns that into alerts and tells its caller what changed (`Transition`s),
   for `alerts.flap_window_s`; if it holds again sooner, it is still the same alert, nobody is told
   twice (Prometheus' `keep_firing_for`). `ended_at` is when it really cleared.
 - Inhibition (Alertmanager's inhibit rules, `INHIBITIONS`): while the source alert fires, target
-  alerts under it do not fire, so a serial bus gone is one alert, not one per pad.
+  alerts under it do not fire, so a serial bus gone is one alert, not one per pad. Once it lifts,
+  a target still holding fires after its own `for` (counted from then), not at once: the pads of
+  a bus that is back are given the time to answer again.
 - Repeat interval: a firing alert is notified again every `alerts.repeat_interval_s`.
 - Restart: the firing alerts are kept by the caller (`snapshot`/`restore`); a restored alert keeps
   firing under its id and start until its source says again whether it holds; a source that never
@@ -135,7 +137,8 @@ class Condition:
     summary: str = ""
     severity: Severity | None = None  # None: the rule's
     for_s: float | None = None  # None: the rule's, from the config
-    since: dt.datetime | None = None  # when it began to hold (None: now)
+    # when it began to hold, or (not active) when it stopped holding; None: now
+    since: dt.datetime | None = None
 
     @property
     def alert_id(self) -> str:
@@ -162,6 +165,9 @@ class Alert:
     confirmed: bool = True  # False: restored, no source has spoken of it since
     restored_at: dt.datetime | None = None
     inhibited_by: str | None = None
+    # the last time an inhibition of it lifted: a pending alert's `for` counts from then too, so
+    # the devices of a bus that is back get their own `for` to answer again
+    released_at: dt.datetime | None = None
     published: tuple[str, str] | None = None  # (severity, summary) as sinks last had them
 
     @property
@@ -230,6 +236,7 @@ class AlertEngine:
         self._device_buses = dict(device_buses or {})
         self._alerts: dict[str, Alert] = {}
         self._external: dict[str, Condition] = {}
+        self.evaluated_at: dt.datetime | None = None  # the last evaluation
 
     # -- what sources say ----------------------------------------------------------------------
 
@@ -294,6 +301,7 @@ class AlertEngine:
         transitions: list[Transition] = []
         for alert in sorted(self._alerts.values(), key=lambda a: (RULES[a.rule].rank, a.alert_id)):
             transitions.extend(self._step(alert, said.get(alert.alert_id), now))
+        self.evaluated_at = now
         return transitions
 
     def next_due(self) -> dt.datetime | None:
@@ -304,7 +312,7 @@ class AlertEngine:
             if alert.cleared_at is not None:
                 dues.append(alert.cleared_at + flap)
             elif alert.phase is Phase.PENDING and alert.inhibited_by is None:
-                dues.append(alert.active_since + dt.timedelta(seconds=self._for_s(alert)))
+                dues.append(_pending_from(alert) + dt.timedelta(seconds=self._for_s(alert)))
             elif alert.phase is Phase.FIRING and alert.notified_at is not None:
                 dues.append(alert.notified_at + dt.timedelta(seconds=self.config.repeat_interval_s))
             if not alert.confirmed and alert.restored_at is not None:
@@ -392,7 +400,7 @@ class AlertEngine:
             if alert.phase is Phase.PENDING:
                 del self._alerts[key]  # never fired: nothing to tell anyone
             elif alert.cleared_at is None:
-                alert.cleared_at = now
+                alert.cleared_at = max(min(condition.since or now, now), alert.active_since)
             return
         spec = RULES[condition.rule]
         severity = condition.severity or spec.severity
@@ -423,12 +431,15 @@ class AlertEngine:
                     ended = replace(_view(alert), ended_at=max(alert.cleared_at, alert.started_at))
                     return [Transition("resolved", ended, now)]
             return []
-        alert.inhibited_by = self._inhibitor(alert)
+        inhibitor = self._inhibitor(alert)
+        if alert.inhibited_by is not None and inhibitor is None:
+            alert.released_at = now
+        alert.inhibited_by = inhibitor
         if alert.phase is Phase.PENDING:
             if condition is None or condition.active is None:
                 return []  # no evidence now: it neither fires nor is forgotten
             for_s = self._for_s(alert, condition)
-            if _elapsed(alert.active_since, now) < for_s or alert.inhibited_by is not None:
+            if _elapsed(_pending_from(alert), now) < for_s or alert.inhibited_by is not None:
                 return []
             alert.phase = Phase.FIRING
             alert.fired_at = now
@@ -476,6 +487,13 @@ class AlertEngine:
         bus = self._device_buses.get(alert.subject_id)
         found = None if bus is None else self._alerts.get(alert_id(rule.source, bus))
         return [found] if found is not None else []
+
+
+def _pending_from(alert: Alert) -> dt.datetime:
+    """Where a pending alert's `for` counts from: its start, or the end of its inhibition."""
+    if alert.released_at is not None and alert.released_at > alert.active_since:
+        return alert.released_at
+    return alert.active_since
 
 
 def _view(alert: Alert) -> AlertView:
@@ -600,15 +618,19 @@ def device_conditions(
     watch.expected = expected
     name = f"{KIND_NAMES.get(status.kind, status.kind)} {status.device_id}"
     offline = expected and not status.online
-    since = status.since
-    if watch.expected_since is not None and watch.expected_since > since:
+    # the summary leaves out the offline reason, which changes (not_seen after a restart, then
+    # timeout…) and would update the alert each time; the device's availability says it
+    since: dt.datetime | None = status.since  # offline since, or back online since
+    if not expected:
+        since = None  # not watched from now on
+    elif watch.expected_since is not None and status.since < watch.expected_since:
         since = watch.expected_since
     conditions = [
         Condition(
             "device_offline",
             status.device_id,
             offline,
-            f"{name} 离线({status.reason or 'unknown'})" if offline else "",
+            f"{name} 离线" if offline else "",
             since=since,
         )
     ]
@@ -701,22 +723,23 @@ def bus_condition(
     """`bus_down`: the bus's port cannot be opened, or every device on it (two or more) is
     offline at once (a cut cable, a dead RS-485 converter).
 
-    Devices on a bus go offline one poll after another, so the bus counts as down since the first
-    of them that went within `window_s` of the last: the bus alert fires no later than any
-    device alert under it, and inhibits them all.
+    The devices of a bus going down fail one poll after another, some before the lost port is
+    noticed: the bus counts as down since the first of its devices that went offline within
+    `window_s` (the rule's `for`) of the port's loss, or of the last of them. So the bus alert
+    fires no later than any device alert under it, and inhibits them all.
     """
     if port_open:
         watch.port_down_since = None
     elif watch.port_down_since is None:
         watch.port_down_since = now
-    starts: list[dt.datetime] = []
+    offline = [m for m in members if not m.online]
+    all_offline = len(members) >= 2 and len(offline) == len(members)
+    if watch.port_down_since is None and not all_offline:
+        return Condition("bus_down", bus_id, active=False)
+    anchor = watch.port_down_since or max(m.since for m in offline)
+    starts = [m.since for m in offline if _elapsed(m.since, anchor) <= window_s]
     if watch.port_down_since is not None:
         starts.append(watch.port_down_since)
-    if len(members) >= 2 and not any(m.online for m in members):
-        last = max(m.since for m in members)
-        starts.append(min(m.since for m in members if _elapsed(m.since, last) <= window_s))
-    if not starts:
-        return Condition("bus_down", bus_id, active=False)
     why = "串口无法打开" if watch.port_down_since is not None else "全部设备无应答"
     return Condition(
         "bus_down",

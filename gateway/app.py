@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from gateway.alertservice import AlertService
 from gateway.bus import EventBus
 from gateway.clock import Clock, SystemClock, iso
 from gateway.commands import CommandRouter
@@ -234,7 +235,7 @@ class Gateway:
 
 def build_services(parts: GatewayParts) -> list[Service]:
     """The gateway-level services, in the order they restore and run."""
-    return [PresenceService(parts)]
+    return [PresenceService(parts), AlertService(parts)]
 
 
 def _rss_bytes() -> int:
