@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,7 +375,11 @@ def resolve_secrets(
     webhook_urls: dict[int, Secret] = {}
     for index, hook in enumerate(config.alerts.webhooks):
         secret = read(f"alerts.webhooks[{index}].url", hook.url_env, hook.url_file)
-        if secret is not None:
+        if secret is not None and not _http_url(secret.value):
+            source = f"url_env: {hook.url_env}" if hook.url_env else f"url_file: {hook.url_file}"
+            # the value is a secret: say where it came from, never what it is
+            problems.append(f"alerts.webhooks[{index}].{source} is not an http(s) URL")
+        elif secret is not None:
             webhook_urls[index] = secret
     secrets = Secrets(
         mqtt_password=mqtt_password,
@@ -383,6 +388,11 @@ def resolve_secrets(
         webhook_urls=webhook_urls,
     )
     return secrets, problems
+
+
+def _http_url(text: str) -> bool:
+    parts = urllib.parse.urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in text
 
 
 def check_references(data: Mapping[str, Any]) -> Iterator[str]:
