@@ -16,6 +16,7 @@ import collections
 import datetime as dt
 import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -37,12 +38,15 @@ QUEUE_MAX: Final = 1000
 # WeCom and DingTalk robots take 20 messages a minute; DingTalk blocks a robot for 10 minutes
 # past that. Generic endpoints get the same pace: nobody reads more than that.
 ROBOT_MAX_PER_MINUTE: Final = 20
+RATE_WINDOW_S: Final = 60.0
 # a robot's markdown is at most 4096 bytes (WeCom's limit; DingTalk's is larger)
 MARKDOWN_MAX_BYTES: Final = 4096
 # alerts in one generic JSON body
 GENERIC_BATCH_MAX: Final = 50
 # a summary longer than this is cut in a robot message (a summary is a line, not a report)
 SUMMARY_MAX_CHARS: Final = 300
+# what a DingTalk chat list shows of a message
+TITLE_MAX_CHARS: Final = 64
 # an endpoint that has not answered in this long has failed this attempt
 REQUEST_TIMEOUT_S: Final = 10.0
 # a failed message is tried again after 1 s, doubling to a minute, 8 times in all (~4 min)
@@ -92,16 +96,15 @@ def render(format_: Format, batch: Sequence[Notification], hall: Hall) -> tuple[
     if format_ == "generic":
         taken = list(batch[:GENERIC_BATCH_MAX])
         return _json(generic(taken, hall)), len(taken)
+    text = _wecom_text if format_ == "wecom" else _dingtalk_text
+    count = 1
+    while (
+        count < len(batch)
+        and len(text(batch[: count + 1], hall).encode("utf-8")) <= MARKDOWN_MAX_BYTES
+    ):
+        count += 1
     build = wecom if format_ == "wecom" else dingtalk
-    taken = [batch[0]]
-    body = build(taken, hall)
-    for notification in batch[1:]:
-        longer = build([*taken, notification], hall)
-        if _markdown_bytes(longer) > MARKDOWN_MAX_BYTES:
-            break
-        taken.append(notification)
-        body = longer
-    return _json(body), len(taken)
+    return _json(build(batch[:count], hall)), count
 
 
 def generic(batch: Sequence[Notification], hall: Hall) -> dict[str, Any]:
@@ -116,28 +119,36 @@ def generic(batch: Sequence[Notification], hall: Hall) -> dict[str, Any]:
 
 def wecom(batch: Sequence[Notification], hall: Hall) -> dict[str, Any]:
     """A WeCom group robot's markdown message: `{"msgtype":"markdown","markdown":{"content"}}`."""
-    blocks = [
-        f'**<font color="{_wecom_colour(n)}">[{_state(n)}]</font> {_summary(n.alert)}**\n'
-        + "\n".join(f"> {line}" for line in _details(n))
-        for n in batch
-    ]
-    content = "\n".join([f"## {_title(batch, hall)}", *blocks])
-    return {"msgtype": "markdown", "markdown": {"content": _fit(content)}}
+    return {"msgtype": "markdown", "markdown": {"content": _fit(_wecom_text(batch, hall))}}
 
 
 def dingtalk(batch: Sequence[Notification], hall: Hall) -> dict[str, Any]:
     """A DingTalk custom robot's markdown message:
     `{"msgtype":"markdown","markdown":{"title","text"}}` (the title is what the chat list shows).
     Every title says 告警, so a robot secured with that keyword takes them all."""
-    first = batch[0]
-    title = f"{_title(batch, hall)} {_summary(first.alert)}"
+    title = f"{_title(batch, hall)} {_summary(batch[0].alert)}"
+    return {
+        "msgtype": "markdown",
+        "markdown": {"title": title[:TITLE_MAX_CHARS], "text": _fit(_dingtalk_text(batch, hall))},
+    }
+
+
+def _wecom_text(batch: Sequence[Notification], hall: Hall) -> str:
+    blocks = [
+        f'**<font color="{_wecom_colour(n)}">[{_state(n)}]</font> {_summary(n.alert)}**\n'
+        + "\n".join(f"> {line}" for line in _details(n))
+        for n in batch
+    ]
+    return "\n".join([f"## {_title(batch, hall)}", *blocks])
+
+
+def _dingtalk_text(batch: Sequence[Notification], hall: Hall) -> str:
     blocks = [
         f"**[{_state(n)}] {_summary(n.alert)}**\n\n"
         + "\n\n".join(f"> {line}" for line in _details(n))
         for n in batch
     ]
-    text = "\n\n".join([f"### {_title(batch, hall)}", *blocks])
-    return {"msgtype": "markdown", "markdown": {"title": title[:64], "text": _fit(text)}}
+    return "\n\n".join([f"### {_title(batch, hall)}", *blocks])
 
 
 def _title(batch: Sequence[Notification], hall: Hall) -> str:
@@ -200,11 +211,6 @@ def _fit(text: str) -> str:
     if len(data) <= MARKDOWN_MAX_BYTES:
         return text
     return data[: MARKDOWN_MAX_BYTES - 3].decode("utf-8", errors="ignore") + "…"
-
-
-def _markdown_bytes(body: dict[str, Any]) -> int:
-    markdown = body["markdown"]
-    return len(str(markdown.get("content") or markdown.get("text")).encode("utf-8"))
 
 
 def _json(body: dict[str, Any]) -> bytes:
@@ -319,8 +325,9 @@ class WebhookSender:
         except TimeoutError:
             raise WebhookError(f"no answer in {REQUEST_TIMEOUT_S:.0f} s") from None
         except (aiohttp.ClientError, OSError) as err:
-            # aiohttp's messages may carry the URL, a secret: say what failed, not where
-            why = getattr(err, "strerror", None) or type(err).__name__
+            # aiohttp's messages carry the URL or its host, a secret: say what failed, not where
+            errno = err.errno if isinstance(err, OSError) else None
+            why = os.strerror(errno) if errno else type(err).__name__
             raise WebhookError(f"cannot post: {why}") from None
         if not 200 <= status < 300:
             raise WebhookError(f"HTTP {status}", permanent=status in _PERMANENT_HTTP)
@@ -331,7 +338,9 @@ class WebhookSender:
         """At most ROBOT_MAX_PER_MINUTE messages (attempts included) in any minute."""
         if len(self._sent_at) < ROBOT_MAX_PER_MINUTE:
             return
-        wait = self._sent_at[0] + 60.0 - asyncio.get_running_loop().time()
+        wait = (
+            self._sent_at[-ROBOT_MAX_PER_MINUTE] + RATE_WINDOW_S - asyncio.get_running_loop().time()
+        )
         if wait > 0:
             await asyncio.sleep(wait)
 
