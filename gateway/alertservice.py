@@ -401,8 +401,11 @@ def _event(site: str, transition: Transition) -> AlertEvent:
     view = transition.alert
     status = "firing" if view.ended_at is None else "resolved"
     ended = iso(view.ended_at) if view.ended_at is not None else None
+    # the fact is "this alert fired (or resolved) at this instant": the same fact published
+    # again keeps its id, and an alert that fires again later is a new fact
+    fact = (view.alert_id, status, iso(view.started_at), ended, transition.at.isoformat())
     return AlertEvent(
-        event_id=stable_id(site, "alert", view.alert_id, status, iso(view.started_at), ended),
+        event_id=stable_id(site, "alert", *fact),
         ts=transition.at,
         received_at=transition.at,
         device_id=None,
