@@ -218,6 +218,7 @@ class GatewayProcess:
                 env=env,
                 cwd=str(REPO),
             )
+        GatewayProcess.live.add(self.process)
 
     async def wait_healthy(self, port: int, timeout: float = 20.0) -> None:
         async with asyncio.timeout(timeout), aiohttp.ClientSession() as session:
