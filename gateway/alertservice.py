@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 from prometheus_client import Gauge
@@ -50,6 +50,10 @@ from gateway.store import OutboxMessage
 from gateway.topics import ALERT, alert_state
 from gateway.webhooks import Hall, Notification, Webhooks
 
+if TYPE_CHECKING:
+    from gateway.presence import Condition as PresenceCondition
+    from gateway.presence_service import PresenceService
+
 log = logging.getLogger(__name__)
 
 # where the firing alerts are kept for a restart (the store's cursors)
@@ -59,9 +63,10 @@ EVALUATE_EVERY_S: Final = 1.0
 # a burst of device changes (a bus of pads answering again) is evaluated once
 DEBOUNCE_S: Final = 0.05
 
+# the hall's outing rules (gateway.outings), as the platform team reads them
 _OUTING_RULE_TEXT: Final = {
-    "private_approval_over_min": "私事外出超过 {private_approval_over_min} 分钟未经审批",
-    "replacement_over_min": "外出超过 {replacement_over_min} 分钟未安排代班",
+    "private_approval": "私事外出超过 {private_approval_over_min} 分钟未经审批",
+    "replacement": "外出超过 {replacement_over_min} 分钟未安排代班",
     "max_per_day": "当日外出超过 {max_per_day} 次",
     "max_minutes_per_day": "当日外出累计超过 {max_minutes_per_day} 分钟",
 }
@@ -95,6 +100,7 @@ class AlertService(ServiceBase):
             bus = device.bus_id()
             if bus is not None and bus in self._bus_members:
                 self._bus_members[bus].append(device.id)
+        self._presence: PresenceService | None = None
         self._watches = Watches()
         self._wake = asyncio.Event()
         self._records: collections.deque[_Record] = collections.deque()
@@ -125,14 +131,15 @@ class AlertService(ServiceBase):
         """The alerts that were firing when the gateway stopped: they fire on, under the same
         ids, until re-evaluated."""
         text = await self._context.store.cursor(ACTIVE_CURSOR)
-        if text is None:
-            return
-        for view in self.engine.restore(text):
-            self._publisher.hold_retained(_topic(view), _state(view))
+        if text is not None:
+            for view in self.engine.restore(text):
+                self._publisher.hold_retained(_topic(view), _state(view))
+            restored = len(self.engine.firing())
+            if restored:
+                log.info("%d alerts firing at the last stop: re-evaluating them", restored)
+        if self._presence is not None:
+            self._follow_presence(self._presence)
         self._update_gauges()
-        restored = len(self.engine.firing())
-        if restored:
-            log.info("%d alerts firing at the last stop: re-evaluating them", restored)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -158,6 +165,52 @@ class AlertService(ServiceBase):
         self._wake.set()
 
     # -- what other engines report (presence) --------------------------------------------------
+
+    def follow(self, presence: PresenceService) -> None:
+        """Take presence's conditions (windows unattended, outings overdue or let through a
+        rule under `warn`). Presence rebuilds its engine when it restores, so the listener is
+        added in this service's `restore`, which must come after presence's."""
+        self._presence = presence
+
+    def presence_condition(self, condition: PresenceCondition) -> None:
+        """A condition as the presence engine raises and resolves it."""
+        _key, subject_id = condition.subject
+        since = condition.since if condition.active else None
+        if condition.rule == "window_unattended":
+            self.window_unattended(subject_id, unattended=condition.active, since=since)
+        elif condition.rule == "outing_overdue":
+            self.outing_overdue(
+                subject_id, overdue=condition.active, expected_back=since, since=since
+            )
+        else:
+            flags: tuple[str, ...] = ()
+            if condition.active and self._presence is not None and condition.outing_id:
+                outing = self._presence.engine.outing(condition.outing_id)
+                flags = tuple(outing.rule_flags) if outing is not None else ()
+            if condition.active and not flags:  # presence's own words, rather than nothing
+                self.condition(
+                    "outing_rule",
+                    {"staff_id": subject_id},
+                    active=True,
+                    summary=condition.summary,
+                    since=since,
+                )
+                return
+            self.outing_rule(subject_id, breaches=flags, since=since)
+
+    def _follow_presence(self, presence: PresenceService) -> None:
+        presence.add_listener(self.presence_condition)
+        current = presence.engine.conditions()
+        for condition in current:
+            self.presence_condition(condition)
+        # presence knows every condition that holds now: a restored alert of its rules that
+        # it does not name has cleared while the gateway was down
+        named = {(c.rule, c.subject[1]) for c in current}
+        for view in self.engine.firing():
+            spec = RULES[view.rule]
+            subject_id = view.subject[spec.subject_key]
+            if spec.external and (view.rule, subject_id) not in named:
+                self.engine.condition(view.rule, view.subject, active=False)
 
     def condition(
         self,

@@ -351,7 +351,10 @@ class Gateway:
 
 def build_services(parts: GatewayParts) -> list[Service]:
     """The gateway-level services, in the order they restore and run."""
-    return [PresenceService(parts), AlertService(parts)]
+    presence = PresenceService(parts)
+    alerts = AlertService(parts)
+    alerts.follow(presence)  # alerts restore after presence: they listen to its new engine
+    return [presence, alerts]
 
 
 def _rss_bytes() -> int:

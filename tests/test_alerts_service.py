@@ -3,17 +3,23 @@ through its API, and a store that cannot commit an alert."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from gateway.alertservice import AlertService
+from gateway.app import Gateway
+from gateway.clock import FakeClock
 from gateway.store import JournalEntry
 from tests.support.harness import RunningGateway, api_secrets, pad_hall, running_gateway, to_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Recorder
+from tests.support.polling import until
+from tests.support.presence import api, at, presence, presence_hall
 
 ROOT = "hall/test-hall"
 
@@ -48,7 +54,7 @@ async def test_presence_reports_windows_and_outings_through_the_alerts_api(
 
         back = now.replace(hour=10, minute=30, second=0, microsecond=0)
         alerts.outing_overdue("s001", overdue=True, expected_back=back)
-        alerts.outing_rule("s002", breaches=["max_per_day", "replacement_over_min"])
+        alerts.outing_rule("s002", breaches=["max_per_day", "replacement"])
         overdue = await mqtt.wait_for(lambda: mqtt.last("alerts/outing_overdue-s001"))
         assert overdue["summary"] == "员工1(s001) 外出超时,应于 10:30 返回"
         rule = await mqtt.wait_for(lambda: mqtt.last("alerts/outing_rule-s002"))
@@ -141,3 +147,73 @@ async def test_an_alert_the_store_cannot_take_is_still_on_mqtt_and_stored_later(
     finally:
         db.close()
     assert kinds == ["alert"]
+
+
+# -- presence's own conditions, through the real presence service ------------------------------
+
+
+@contextlib.asynccontextmanager
+async def presence_gateway(
+    tmp_path: Path, broker: Mosquitto, clock: FakeClock
+) -> AsyncIterator[RunningGateway]:
+    data = presence_hall(tmp_path, mqtt_port=broker.port, windows=2)
+    data["alerts"] = {"flap_window_s": 0}
+    config = to_config(data)
+    async with running_gateway(config, gateway=Gateway(config, api_secrets(), clock=clock)) as gw:
+        yield gw
+
+
+async def test_presence_conditions_become_alerts_and_survive_a_restart(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    clock = FakeClock(at("09:30:00"))  # a Friday morning; nobody has come to the windows
+    async with Recorder(broker.port, [f"{ROOT}/alerts/#", f"{ROOT}/events/alert/#"]) as mqtt:
+        async with presence_gateway(tmp_path, broker, clock) as gw:
+            await presence(gw).sync()
+            alerts = alerts_of(gw)
+            pending = {a.alert_id for a in alerts.engine.alerts() if a.rule != "gateway_degraded"}
+            # unattended since the gateway started: pending for alerts.window_unattended_for_s
+            assert pending == {"window_unattended-w01", "window_unattended-w02"}
+            clock.advance(121)
+            windows = await mqtt.wait_for(
+                lambda: (
+                    mqtt.last("alerts/window_unattended-w01")
+                    and mqtt.last("alerts/window_unattended-w02")
+                ),
+                what="both windows unattended for 2 minutes",
+            )
+            assert windows["summary"] == "2号窗口(w02)无人值守"
+            assert windows["started_at"] == "2026-11-20T09:30:00+08:00"
+
+            status, outing = await api(
+                gw,
+                "POST",
+                "/api/v1/outings",
+                {"staff_id": "s001", "reason": "private", "expected_minutes": 10},
+            )
+            assert status == 201, outing
+            clock.advance(11 * 60)
+            await presence(gw).sync()
+            overdue = await mqtt.wait_for(lambda: mqtt.last("alerts/outing_overdue-s001"))
+            assert overdue["summary"] == "员工001(s001) 外出超时,应于 09:42 返回"
+            assert overdue["started_at"] == "2026-11-20T09:42:01+08:00"
+        firing = [e["alert_id"] for e in mqtt.events("alert") if e["status"] == "firing"]
+
+        async with presence_gateway(tmp_path, broker, clock) as gw:
+            alerts = alerts_of(gw)
+            assert {a.alert_id for a in alerts.engine.firing()} == set(firing)
+            await until(
+                lambda: all(a.confirmed for a in alerts.engine.alerts()), "confirmed by presence"
+            )
+            status, _ = await api(gw, "POST", f"/api/v1/outings/{outing['outing_id']}/end", {})
+            assert status == 200
+            resolved = await mqtt.wait_for(
+                lambda: [e for e in mqtt.events("alert") if e["status"] == "resolved"],
+                what="the outing's alert resolved",
+            )
+            assert [e["alert_id"] for e in resolved] == ["outing_overdue-s001"]
+        assert sorted(e["alert_id"] for e in mqtt.events("alert") if e["status"] == "firing") == [
+            "outing_overdue-s001",
+            "window_unattended-w01",
+            "window_unattended-w02",
+        ], "nothing fired twice across the restart"
