@@ -52,7 +52,7 @@ WATCHDOG_FEEDS_PER_INTERVAL: Final = 2
 # what a reload (SIGHUP) may change: the roster and the rules. Anything else (devices, buses,
 # the broker, the listeners, the store, timetables and calendar that drivers copied at start)
 # needs a restart; a reload that changes it is refused as a whole, never half-applied
-RELOADABLE: Final = frozenset({"staff", "windows", "rules", "board", "alerts"})
+RELOADABLE: Final = frozenset({"staff", "windows", "rules", "board", "leave", "alerts"})
 
 
 class Gateway:
