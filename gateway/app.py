@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from gateway.alertservice import AlertService
 from gateway.bus import EventBus
 from gateway.clock import Clock, SystemClock, iso
 from gateway.commands import CommandRouter
-from gateway.config import Config, Secrets
+from gateway.config import Config, ConfigError, Secrets, load_config, resolve_secrets
 from gateway.context import Display, DriverContext, GatewayParts, Mounted, Service
 from gateway.devices import PROFILE_KINDS, Change, DeviceHub, DeviceStatus
 from gateway.displays import DisplayCommands
@@ -31,6 +32,7 @@ from gateway.presence_service import PresenceService
 from gateway.registry import DRIVERS
 from gateway.roster import Roster
 from gateway.screens import Screens
+from gateway.sdnotify import SystemdNotifier
 from gateway.serialbus import SerialBus
 from gateway.store import JournalEntry, Store
 from gateway.topics import availability, device_state, event_messages
@@ -44,13 +46,31 @@ AVAILABILITY_QUEUE_MAX: Final = 10_000
 # devices start once the broker has the start-up state (every device `not_seen`), so that
 # consumers see it first; a broker that does not answer by then does not hold the devices back
 FIRST_CONNECT_WAIT_S: Final = 5.0
+# systemd's watchdog is fed twice per WatchdogSec (sd_watchdog_enabled(3)): one late feed is
+# not yet a kill
+WATCHDOG_FEEDS_PER_INTERVAL: Final = 2
+# what a reload (SIGHUP) may change: the roster and the rules. Anything else (devices, buses,
+# the broker, the listeners, the store, timetables and calendar that drivers copied at start)
+# needs a restart; a reload that changes it is refused as a whole, never half-applied
+RELOADABLE: Final = frozenset({"staff", "windows", "rules", "board", "leave", "alerts"})
 
 
 class Gateway:
-    def __init__(self, config: Config, secrets: Secrets, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        secrets: Secrets,
+        *,
+        clock: Clock | None = None,
+        config_path: str | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
         self.config = config
         self.secrets = secrets
         self.clock = clock or SystemClock(config.zone)
+        # where SIGHUP reloads the config from (None: a reload is refused)
+        self.config_path = config_path
+        self.notifier = notifier or SystemdNotifier()
         self.metrics = Metrics()
         self.started_monotonic = time.monotonic()
         self.started_at = self.clock.now()
@@ -64,7 +84,9 @@ class Gateway:
         self.store: Store | None = None
         self.publisher: MqttPublisher | None = None
         self.services: list[Service] = []
+        self.roster = Roster(config)
         self._availability: asyncio.Queue[JournalEntry] = asyncio.Queue(AVAILABILITY_QUEUE_MAX)
+        self._reload_requested = asyncio.Event()
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
         """Run until cancelled. `ready` is called once every listener is bound."""
@@ -74,6 +96,8 @@ class Gateway:
         try:
             await self._run(ready)
         finally:
+            self.notifier.notify("STOPPING=1")
+            self.notifier.close()
             loop.set_exception_handler(previous_handler)
 
     async def _run(self, ready: Callable[[], None] | None) -> None:
@@ -115,7 +139,7 @@ class Gateway:
                 bus=bus,
                 hub=self.hub,
                 store=store,
-                roster=Roster(config),
+                roster=self.roster,
                 metrics=self.metrics,
                 buses=buses,
                 device_http=devices_http,
@@ -150,8 +174,7 @@ class Gateway:
                 group.create_task(publisher.run(), name="mqtt")
                 for service in self.services:
                     group.create_task(service.run(), name=f"service-{service.name}")
-                group.create_task(self._journal_availability(store), name="availability-journal")
-                group.create_task(self._probe_store(store), name="store-probe")
+                self._start_housekeeping(group, store)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(FIRST_CONNECT_WAIT_S):
                         await publisher.first_attempt.wait()
@@ -166,8 +189,102 @@ class Gateway:
                     len(config.devices),
                     len(buses),
                 )
+                self.notifier.notify("READY=1", f"STATUS={self._status()}")
                 if ready is not None:
                     ready()
+
+    def _start_housekeeping(self, group: asyncio.TaskGroup, store: Store) -> None:
+        group.create_task(self._journal_availability(store), name="availability-journal")
+        group.create_task(self._probe_store(store), name="store-probe")
+        if self.notifier.watchdog_s is not None:
+            group.create_task(self._feed_watchdog(self.notifier.watchdog_s), name="watchdog")
+        group.create_task(self._reload_on_request(), name="config-reload")
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the config file (the roster and the rules) as soon as possible."""
+        self._reload_requested.set()
+
+    async def reload_from(self, path: str) -> bool:
+        """Read, validate and apply `path`; a bad config is refused whole, and logged with every
+        field path, and the running config stays. True if applied."""
+        try:
+            config = await asyncio.to_thread(load_config, path)
+        except ConfigError as err:
+            return self._refuse(err.errors)
+        secrets, missing = await asyncio.to_thread(resolve_secrets, config)
+        if missing:
+            return self._refuse(missing)
+        return self.reload(config, secrets)
+
+    def reload(self, config: Config, secrets: Secrets) -> bool:
+        """Apply a validated config's roster and rules without stopping anything: the roster
+        in place (drivers hold it), then drivers and services. Refused if it changes what only a
+        restart can (`RELOADABLE`). True if applied."""
+        changed = [
+            f"{name}: changed; restart hallgw to apply it"
+            for name in type(config).model_fields
+            if name not in RELOADABLE and getattr(config, name) != getattr(self.config, name)
+        ]
+        changed += [
+            f"{name}: changed; restart hallgw to apply it"
+            for name, old, new in (
+                ("mqtt.password", self.secrets.mqtt_password, secrets.mqtt_password),
+                ("http.token", self.secrets.api_token, secrets.api_token),
+                ("devices: a token", self.secrets.device_tokens, secrets.device_tokens),
+            )
+            if old != new
+        ]
+        if changed:
+            return self._refuse(changed)
+        self.config = config
+        self.secrets = secrets
+        self.roster.update(config)
+        for mounted in self.mounted.values():
+            if mounted.reload is not None:
+                mounted.reload(config)
+        for service in self.services:
+            service.reload(config)
+        self.metrics.config_reloads.labels("ok").inc()
+        log.info(
+            "config reloaded: %d staff, %d windows; devices kept their connections",
+            len(config.staff),
+            len(config.windows),
+        )
+        return True
+
+    def _refuse(self, errors: list[str]) -> bool:
+        self.metrics.config_reloads.labels("refused").inc()
+        for line in errors:
+            log.error("config reload refused (the running config is kept): %s", line)
+        return False
+
+    async def _reload_on_request(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            if self.config_path is None:
+                log.warning("reload requested, but the gateway was not started from a file")
+                continue
+            self.notifier.notify("RELOADING=1")
+            await self.reload_from(self.config_path)
+            self.notifier.notify("READY=1", f"STATUS={self._status()}")
+
+    async def _feed_watchdog(self, watchdog_s: float) -> None:
+        """systemd restarts the gateway if this stops: it runs on the loop (a stuck loop stops
+        it) and feeds only while the store commits."""
+        while True:
+            problem = self.health_problem()
+            if problem is None:
+                self.notifier.notify("WATCHDOG=1")
+            else:
+                self.notifier.status(f"unhealthy: {problem}")
+            await asyncio.sleep(watchdog_s / WATCHDOG_FEEDS_PER_INTERVAL)
+
+    def _status(self) -> str:
+        return (
+            f"{self.config.site}: {self.hub.online_count()}/{len(self.hub.statuses())} "
+            "devices online"
+        )
 
     def health_problem(self) -> str | None:
         """Why the gateway is unhealthy (store not writable), or None (http.md /healthz)."""
@@ -234,7 +351,10 @@ class Gateway:
 
 def build_services(parts: GatewayParts) -> list[Service]:
     """The gateway-level services, in the order they restore and run."""
-    return [PresenceService(parts)]
+    presence = PresenceService(parts)
+    alerts = AlertService(parts)
+    alerts.follow(presence)  # alerts restore after presence: they listen to its new engine
+    return [presence, alerts]
 
 
 def _rss_bytes() -> int:

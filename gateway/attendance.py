@@ -543,6 +543,14 @@ class AttendanceEngine:
     def wake(self) -> None:
         self._wake.set()
 
+    def reload(self, config: Config) -> None:
+        """New staff and rules (SIGHUP): the facts are judged again from the punches kept; any
+        already published stays published (fact ids are stable)."""
+        self.rules = AttendanceRules(config)
+        self._day_facts.clear()
+        self._month_facts.clear()
+        self.wake()
+
     async def run(self) -> None:
         """Publish due facts until cancelled."""
         while True:

@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final
 
 from gateway import __version__
@@ -226,17 +226,23 @@ def run_gateway(
         else:
             start = dt.datetime.now(config.zone)
         clock = ScaledClock(start, clock_speed, clock_anchor)
-    return run_until_stopped(Gateway(config, secrets, clock=clock).run())
+    gateway = Gateway(config, secrets, clock=clock, config_path=path)
+    return run_until_stopped(gateway.run(), on_hangup=gateway.request_reload)
 
 
-def run_until_stopped(work: Coroutine[Any, Any, Any]) -> int:
-    """Run `work` until it ends or SIGTERM/SIGINT arrives; then stop it cleanly."""
+def run_until_stopped(
+    work: Coroutine[Any, Any, Any], *, on_hangup: Callable[[], None] | None = None
+) -> int:
+    """Run `work` until it ends or SIGTERM/SIGINT arrives; then stop it cleanly. SIGHUP calls
+    `on_hangup` (the gateway reloads its config)."""
 
     async def supervise() -> int:
         task = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
+        if on_hangup is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
         try:
             await task
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import Discriminator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Discriminator, Field, ValidationError, model_validator
 
 from drivers.ff68_pad.config import PadConfig
 from drivers.kiosk_http.config import KioskConfig
@@ -218,9 +219,31 @@ class WebhookConfig(StrictModel):
         return data
 
 
+def _not_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+Seconds = Annotated[float, AfterValidator(_not_negative)]
+
+
 class AlertsConfig(StrictModel):
+    """`alerts:` (config.md). The fields after `window_unattended_for_s` are optional additions;
+    every duration is in seconds, 0 meaning at once."""
+
     device_offline_for_s: PositiveSeconds = 60
     window_unattended_for_s: PositiveSeconds = 120
+    # a kiosk printer out of paper, an LED module fault, a pad fault: firing after this long
+    device_fault_for_s: Seconds = 30
+    # an alert whose condition clears is resolved only once it has stayed clear this long; if it
+    # comes back sooner it is still the same alert (a flapping device pages once)
+    flap_window_s: Seconds = 120
+    # a firing alert is notified again (webhooks) this often while nobody fixes it
+    repeat_interval_s: PositiveSeconds = 4 * 3600
+    # gateway_degraded: the broker unreachable this long; the outbox not draining this long
+    mqtt_down_for_s: PositiveSeconds = 120
+    outbox_growing_for_s: PositiveSeconds = 600
     webhooks: list[WebhookConfig] = Field(default_factory=list)
 
 
@@ -352,7 +375,11 @@ def resolve_secrets(
     webhook_urls: dict[int, Secret] = {}
     for index, hook in enumerate(config.alerts.webhooks):
         secret = read(f"alerts.webhooks[{index}].url", hook.url_env, hook.url_file)
-        if secret is not None:
+        if secret is not None and not _http_url(secret.value):
+            source = f"url_env: {hook.url_env}" if hook.url_env else f"url_file: {hook.url_file}"
+            # the value is a secret: say where it came from, never what it is
+            problems.append(f"alerts.webhooks[{index}].{source} is not an http(s) URL")
+        elif secret is not None:
             webhook_urls[index] = secret
     secrets = Secrets(
         mqtt_password=mqtt_password,
@@ -361,6 +388,11 @@ def resolve_secrets(
         webhook_urls=webhook_urls,
     )
     return secrets, problems
+
+
+def _http_url(text: str) -> bool:
+    parts = urllib.parse.urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in text
 
 
 def check_references(data: Mapping[str, Any]) -> Iterator[str]:

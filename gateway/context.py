@@ -62,6 +62,9 @@ class Mounted:
     # when the device is supposed to be on (None: always); a kiosk watched only in service
     # hours is not an outage at night, and alerts ask this before firing
     expected_on: Callable[[dt.datetime], bool] | None = None
+    # takes a new roster and rules (SIGHUP) for what the driver copied from the config at mount
+    # (the Roster itself is updated in place); the config is already validated
+    reload: Callable[[Config], None] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

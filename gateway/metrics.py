@@ -104,6 +104,14 @@ class Metrics:
         self.store_writable = Gauge(
             "hallgw_store_writable", "1 while the store commits", registry=r
         )
+        self.config_reloads = Counter(
+            "hallgw_config_reloads_total",
+            "Config reloads (SIGHUP) by result: ok, refused (the running config was kept)",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "refused"):
+            self.config_reloads.labels(result)
 
     def declare_devices(self, devices: Iterable[tuple[str, str]]) -> None:
         """Create every device's series up front, so dashboards show zeros, not gaps."""

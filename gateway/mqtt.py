@@ -145,6 +145,17 @@ class MqttPublisher:
         self._dirty[topic] = None
         self._dirty_signal.set()
 
+    def hold_retained(self, topic: str, payload: bytes | None) -> None:
+        """Hold `payload` as `topic`'s retained state for every (re)connect, without publishing
+        it now (None: forget the topic). For state whose changes reach the broker through the
+        outbox, in order with their events (alerts), and that must still come back after a
+        broker restart without persistence."""
+        self._dirty.pop(topic, None)
+        if payload is None:
+            self._retained.pop(topic, None)
+        else:
+            self._retained[topic] = payload
+
     def retained(self, topic: str) -> bytes | None:
         return self._retained.get(topic)
 

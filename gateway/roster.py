@@ -9,7 +9,14 @@ from gateway.config import Config, StaffConfig, WindowConfig
 
 
 class Roster:
+    """Drivers keep a reference to the gateway's one roster; `update` changes it in place, so a
+    reload (SIGHUP) reaches them all at once."""
+
     def __init__(self, config: Config) -> None:
+        self.update(config)
+
+    def update(self, config: Config) -> None:
+        """Take the staff and windows of `config` (every lookup at once: no half-old roster)."""
         self.staff: Mapping[str, StaffConfig] = MappingProxyType({s.id: s for s in config.staff})
         self.windows: Mapping[str, WindowConfig] = MappingProxyType(
             {w.id: w for w in config.windows}

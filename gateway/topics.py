@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import CONTRACT_VERSION, __version__
 from gateway.clock import iso
 from gateway.devices import DeviceStatus
-from gateway.events import Event
+from gateway.events import AlertEvent, Event
 from gateway.store import OutboxMessage
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ GATEWAY_STATE = "gateway/state"
 GATEWAY_HEALTH = "gateway/health"
 COMMAND_REPLY = "cmd/reply/{request_id}"
 BOARD = "board"
+ALERT = "alerts/{alert_id}"
 
 
 def dumps(payload: Mapping[str, Any]) -> bytes:
@@ -32,15 +33,35 @@ def event_topic(event: Event) -> str:
 
 
 def event_messages(event: Event, payload: str | None = None) -> Sequence[OutboxMessage]:
-    """The outbox messages of an event; `payload` is its JSON when the caller has it already."""
-    return (
-        OutboxMessage(
-            topic=event_topic(event),
-            payload=(event.payload_json() if payload is None else payload).encode("utf-8"),
-            received_at=event.received_at.timestamp(),
-            event_id=event.event_id,
-        ),
+    """The outbox messages of an event; `payload` is its JSON when the caller has it already.
+
+    An alert's change also carries its retained topic, in the same commit and in order after
+    the event: the alert's state while it fires, an empty payload (cleared) once resolved
+    (mqtt.md, Alerts). The outbox keeps that order across broker outages and restarts.
+    """
+    message = OutboxMessage(
+        topic=event_topic(event),
+        payload=(event.payload_json() if payload is None else payload).encode("utf-8"),
+        received_at=event.received_at.timestamp(),
+        event_id=event.event_id,
     )
+    if not isinstance(event, AlertEvent):
+        return (message,)
+    topic = ALERT.format(alert_id=event.alert_id)
+    retained = b""
+    if event.status == "firing":
+        retained = alert_state(
+            alert_id=event.alert_id,
+            rule=event.rule,
+            severity=event.severity,
+            subject=event.subject,
+            summary=event.summary,
+            started_at=event.started_at,
+        )
+    state = OutboxMessage(
+        topic=topic, payload=retained, received_at=event.received_at.timestamp(), retain=True
+    )
+    return (message, state)
 
 
 def gateway_online(started_at_iso: str) -> bytes:
@@ -216,3 +237,47 @@ def board_payload(
         ],
         "counts": counts,
     }
+
+
+def alert_fields(
+    *,
+    alert_id: str,
+    rule: str,
+    severity: str,
+    subject: Mapping[str, str],
+    summary: str,
+    started_at: dt.datetime,
+) -> dict[str, Any]:
+    """A firing alert as `…/alerts/{alert_id}` and `GET /api/v1/alerts` show it."""
+    return {
+        "v": 1,
+        "alert_id": alert_id,
+        "rule": rule,
+        "severity": severity,
+        "status": "firing",
+        "subject": dict(subject),
+        "summary": summary,
+        "started_at": iso(started_at),
+    }
+
+
+def alert_state(
+    *,
+    alert_id: str,
+    rule: str,
+    severity: str,
+    subject: Mapping[str, str],
+    summary: str,
+    started_at: dt.datetime,
+) -> bytes:
+    """The retained payload of `…/alerts/{alert_id}` while the alert fires."""
+    return dumps(
+        alert_fields(
+            alert_id=alert_id,
+            rule=rule,
+            severity=severity,
+            subject=subject,
+            summary=summary,
+            started_at=started_at,
+        )
+    )

@@ -647,7 +647,14 @@ def mount(config: ZkPushConfig, context: DriverContext) -> Mounted:
             group.create_task(driver.watch(), name=f"watch-{config.id}")
             group.create_task(server.engine.run(), name="attendance")
 
-    return Mounted(config.id, restore=restore, task=run, close=driver.close, extras=extras)
+    return Mounted(
+        config.id,
+        restore=restore,
+        task=run,
+        close=driver.close,
+        reload=server.engine.reload,
+        extras=extras,
+    )
 
 
 T = TypeVar("T", str, bytes)

@@ -189,13 +189,21 @@ class GatewayProcess:
 
     live: ClassVar[set[asyncio.subprocess.Process]] = set()
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(
+        self, config_path: Path, log_path: Path, *, env: dict[str, str] | None = None
+    ) -> None:
         self.config_path = config_path
         self.log_path = log_path
+        self.extra_env = env or {}
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        env = {**os.environ, "HALLGW_TEST_TOKEN": API_TOKEN, "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            "HALLGW_TEST_TOKEN": API_TOKEN,
+            "PYTHONPATH": str(REPO),
+            **self.extra_env,
+        }
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -210,6 +218,7 @@ class GatewayProcess:
                 env=env,
                 cwd=str(REPO),
             )
+        GatewayProcess.live.add(self.process)
 
     async def wait_healthy(self, port: int, timeout: float = 20.0) -> None:
         async with asyncio.timeout(timeout), aiohttp.ClientSession() as session:
@@ -226,6 +235,10 @@ class GatewayProcess:
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
+
+    def send(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process is None:
