@@ -14,7 +14,18 @@ from typing import Any, Final
 
 from bench.common import Figure, machine, save, table
 
-BENCHMARKS: Final = ("pad_sweep", "publish_path", "modbus_queue")
+BENCHMARKS: Final = (
+    "pad_sweep",
+    "publish_path",
+    "zk_push",
+    "modbus_queue",
+    "hall_load",
+    "event_latency",
+    "board_latency",
+    "detection",
+)
+# the benchmarks whose entry point has another name than `run`
+ENTRY: Final = {"zk_push": "figures"}
 
 
 def main() -> int:
@@ -24,7 +35,9 @@ def main() -> int:
     figures: list[Figure] = []
     for name in names:
         module = importlib.import_module(f"bench.{name}")
-        run: Callable[[], Coroutine[Any, Any, list[Figure]]] = module.run
+        run: Callable[[], Coroutine[Any, Any, list[Figure]]] = getattr(
+            module, ENTRY.get(name, "run")
+        )
         print(f"running {name} …", file=sys.stderr, flush=True)
         found: list[Figure] = asyncio.run(run())
         save(name, found)

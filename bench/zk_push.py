@@ -34,6 +34,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from bench.common import Figure
 from drivers.zk_push import codec
 from drivers.zk_push.codec import AttRecord
 from simulators.broker import Mosquitto, find_program, free_port
@@ -221,6 +222,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_1min": round(os.getloadavg()[0], 2),
         },
     }
+
+
+async def figures() -> list[Figure]:
+    """For `python -m bench`: the default run (20 clocks, batches of 100, a broker)."""
+    result = await run(argparse.Namespace(clocks=20, batch=100, batches=25, mqtt=True))
+    return [
+        Figure(
+            "punch clocks: records accepted (20 clocks, batches of 100)",
+            result["gateway_records_per_s"],
+            "records/s",
+            "aiohttp answering OK, no storage",
+            result["baseline_records_per_s"],
+        )
+    ]
 
 
 def serve_baseline(port: int) -> None:
