@@ -104,15 +104,19 @@ class SerialPort:
     async def receive(self, deadline: float) -> bytes:
         """Whatever has arrived, waiting until loop time `deadline` for at least one byte."""
         receiver = self._live()
-        while not receiver.buffer:
+        if not receiver.buffer and not receiver.closed:
+            # one timer handle wakes the wait: every poll comes here, and a timeout context
+            # (a Timeout object, a reschedule, a cancel) costs several times as much
+            receiver.arrived.clear()
+            timer = asyncio.get_running_loop().call_at(deadline, receiver.arrived.set)
+            try:
+                await receiver.arrived.wait()
+            finally:
+                timer.cancel()
+        if not receiver.buffer:
             if receiver.closed:
                 raise DeviceIOError(f"{self.url} was closed ({receiver.lost or 'end of file'})")
-            receiver.arrived.clear()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await receiver.arrived.wait()
-            except TimeoutError:
-                raise DeviceTimeout(f"no answer on {self.url}") from None
+            raise DeviceTimeout(f"no answer on {self.url}")
         data = bytes(receiver.buffer)
         receiver.buffer.clear()
         return data
