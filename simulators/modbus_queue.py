@@ -23,9 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import tty
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +40,7 @@ from drivers.modbus_queue.config import RegisterMap, WindowStatus
 from drivers.modbus_queue.registers import RegisterLayout, ticket_label
 from gateway.codec import Decoder, FrameError
 from gateway.events import QueueAction
+from simulators.pty import SimPty
 
 log = logging.getLogger(__name__)
 
@@ -509,9 +508,7 @@ class Rs485Line:
         self.path: str | None = None
         self.unrouted = 0
         self._backends: list[_Backend] = []
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._link: Path | None = None
+        self._pty: SimPty | None = None
         self._rx = bytearray()
 
     async def attach(
@@ -524,33 +521,14 @@ class Rs485Line:
         self._backends.append(backend)
 
     async def open_pty(self, link: Path | None = None) -> str:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no line discipline: every byte passes untouched
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self.path = os.ttyname(slave)
-        asyncio.get_running_loop().add_reader(master, self._readable)
-        if link is None:
-            return self.path
-        self._link = link
-        tmp = link.with_name(link.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(self.path)
-        tmp.replace(link)
-        return str(link)
+        self._pty = SimPty(link, self._readable)
+        self.path = self._pty.path
+        return self._pty.name
 
     async def close(self) -> None:
-        if self._master is not None:
-            asyncio.get_running_loop().remove_reader(self._master)
-            os.close(self._master)
-            self._master = None
-        if self._slave is not None:
-            os.close(self._slave)
-            self._slave = None
-        if self._link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._link.unlink()
+        if self._pty is not None:
+            self._pty.close()
+            self._pty = None
         for backend in self._backends:
             if backend.task is not None:
                 backend.task.cancel()
@@ -562,14 +540,7 @@ class Rs485Line:
         self._backends.clear()
 
     def _readable(self) -> None:
-        assert self._master is not None
-        try:
-            data = os.read(self._master, _PTY_READ)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
+        if self._pty is not None and (data := self._pty.read()):
             self._rx += data
             self._route()
 
@@ -596,9 +567,8 @@ class Rs485Line:
 
     async def _answers(self, backend: _Backend) -> None:
         while data := await backend.reader.read(_PTY_READ):
-            if self._master is not None:
-                with contextlib.suppress(OSError):
-                    os.write(self._master, data)
+            if self._pty is not None:
+                self._pty.write(data)
 
 
 async def _main(args: argparse.Namespace) -> None:
