@@ -79,7 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     return run_until_stopped(
         simulated.run_demo(
-            http_port=args.http_port, keep=args.keep, speed=args.speed, start=args.start
+            http_port=args.http_port,
+            keep=args.keep,
+            speed=args.speed,
+            start=args.start,
+            mqtt=args.mqtt,
         )
     )
 
@@ -171,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_moment,
         metavar="YYYY-MM-DDTHH:MM",
         help="hall time to start at (default: 08:45 on the next working day)",
+    )
+    demo.add_argument(
+        "--mqtt",
+        type=_broker_address,
+        metavar="HOST:PORT",
+        help="use this broker (anonymous access) instead of starting a private one",
     )
     return parser
 
@@ -271,6 +281,13 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-20") from None
+
+
+def _broker_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, like 127.0.0.1:1883")
+    return host, int(port)
 
 
 def _positive(text: str) -> int:

@@ -65,25 +65,31 @@ def _pick_port(wanted: int) -> int:
     return wanted if wanted and _port_free(wanted) else free_port()
 
 
-async def _broker(state: Path, stack: contextlib.AsyncExitStack) -> Mosquitto:
+async def _broker(state: Path, stack: contextlib.AsyncExitStack) -> tuple[str, int]:
+    """A private Mosquitto on a free loopback port, stopped with the hall; its address."""
     broker = Mosquitto(state / "mosquitto")
     try:
         await broker.start()
     except RuntimeError as err:  # mosquitto missing or unable to start
         raise DemoError(f"cannot start the hall's broker: {err}") from err
     stack.push_async_callback(broker.stop)
-    return broker
+    return "127.0.0.1", broker.port
 
 
-def _prepare(data: dict[str, Any], state: Path, broker: Mosquitto, http_port: int) -> None:
-    data["mqtt"]["port"] = broker.port
+def _prepare(data: dict[str, Any], state: Path, broker: tuple[str, int], http_port: int) -> None:
+    data["mqtt"]["host"], data["mqtt"]["port"] = broker
     data["store"] = {**data.get("store", {}), "path": str(state / "hallgw.db")}
     data["http"]["port"] = _pick_port(http_port)
     data["http"]["device_port"] = _pick_port(data["http"].get("device_port", 8081))
 
 
 async def run_demo(
-    *, http_port: int, keep: bool, speed: float = DEMO_SPEED, start: dt.datetime | None = None
+    *,
+    http_port: int,
+    keep: bool,
+    speed: float = DEMO_SPEED,
+    start: dt.datetime | None = None,
+    mqtt: tuple[str, int] | None = None,
 ) -> None:
     """The demo hall's working days on a hall clock (by default the next working day from
     08:45, at DEMO_SPEED), every device simulated, the gateway in this process."""
@@ -94,7 +100,7 @@ async def run_demo(
     async with contextlib.AsyncExitStack() as stack:
         if not keep:
             stack.callback(shutil.rmtree, state, ignore_errors=True)
-        broker = await _broker(state, stack)
+        broker = mqtt or await _broker(state, stack)
         _prepare(data, state, broker, http_port)
         config = parse_config(yaml.safe_dump(data, allow_unicode=True), source=str(DEMO_CONFIG))
         zone = config.zone
@@ -116,7 +122,7 @@ async def run_demo(
             for name, work in [*hall.clock_runs(), *hall.kiosk_runs()]:
                 group.create_task(work, name=name)
             await ready.wait()
-            _banner(config, broker.port, token, state if keep else None)
+            _banner(config, token, state if keep else None)
             print(f"  hall time: {clock.now():%Y-%m-%d %H:%M} at {speed:g}x", flush=True)  # noqa: T201
             days = _play_days(hall, clock, WorkCalendar(config), api, token, days=0)
             group.create_task(days, name="hall-days")
@@ -195,7 +201,7 @@ async def simulate_hall(
         )
         stack.push_async_callback(_stop_process, gateway)
         await _wait_healthy(config, gateway)
-        _banner(config, broker.port, token, state if keep else None)
+        _banner(config, token, state if keep else None)
         print(f"  hall time: {clock.now():%Y-%m-%d %H:%M} at {speed:g}x", flush=True)  # noqa: T201
         runs = [*hall.clock_runs(), *hall.kiosk_runs()]
         tasks = [asyncio.create_task(work, name=name) for name, work in runs]
@@ -241,7 +247,7 @@ async def _stop_process(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-def _banner(config: Config, mqtt_port: int, token: str, kept: Path | None) -> None:
+def _banner(config: Config, token: str, kept: Path | None) -> None:
     base = f"http://127.0.0.1:{config.http.port}"
     root = config.mqtt_root
     lines = [
@@ -250,7 +256,7 @@ def _banner(config: Config, mqtt_port: int, token: str, kept: Path | None) -> No
         f"  metrics:  {base}/metrics",
         f"  devices:  {base}/api/v1/devices",
         f"  health:   {base}/healthz",
-        f"  watch:    mosquitto_sub -h 127.0.0.1 -p {mqtt_port} -t '{root}/#' -v",
+        f"  watch:    mosquitto_sub -h {config.mqtt.host} -p {config.mqtt.port} -t '{root}/#' -v",
         f"  API token (for writes): {token}",
     ]
     if kept is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.harness import REPO
+from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Recorder
 
 
@@ -95,3 +96,35 @@ async def test_the_demo_runs_a_hall_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "Traceback" not in errors
     left = await asyncio.to_thread(lambda: list(tmp_path.glob("hallgw-demo-*")))
     assert not left, "the demo leaves nothing behind"
+
+
+async def test_the_demo_uses_a_broker_it_is_given(tmp_path: Path, broker: Mosquitto) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
+    async with Recorder(broker.port, ["hall/demo/gateway/state"]) as mqtt:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--http-port",
+            "0",
+            "--mqtt",
+            f"127.0.0.1:{broker.port}",
+            "--start",
+            "2026-11-23T10:00",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=REPO,
+        )
+        try:
+            online = await mqtt.wait_for(lambda: mqtt.last("gateway/state"), timeout=60)
+            assert online["state"] == "online"
+            private = await asyncio.to_thread(
+                lambda: list(tmp_path.glob("hallgw-demo-*/mosquitto"))
+            )
+            assert not private, "no broker of its own when one is given"
+        finally:
+            process.send_signal(signal.SIGINT)
+            async with asyncio.timeout(20):
+                assert await process.wait() == 0
