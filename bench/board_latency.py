@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import statistics
 import time
 from typing import Any, Final
@@ -25,6 +26,7 @@ from simulators.hall import HallShape
 
 SHAPE: Final = HallShape(windows=24, floors=2, clocks=1, kiosks=1, leds=1)
 CHANGES: Final = 40
+SWEEP_S: Final = 1.0  # the buses' default sweep_interval_ms
 
 
 class BoardStream:
@@ -58,6 +60,12 @@ class BoardStream:
                 await self.arrived.wait()
 
 
+def pads_only(data: dict[str, Any]) -> None:
+    """No queue controller: a caller showing the person would keep the window attended, and
+    this measures what a pad event does to the board."""
+    data["devices"] = [d for d in data["devices"] if d["profile"] != "modbus_queue"]
+
+
 def unattended(board: dict[str, Any]) -> set[str]:
     return {w["window_id"] for w in board.get("unattended_windows", [])}
 
@@ -65,7 +73,7 @@ def unattended(board: dict[str, Any]) -> set[str]:
 async def run() -> list[Figure]:
     board_ms: list[float] = []
     mqtt_ms: list[float] = []
-    async with HallRun(SHAPE, start=working_day(10)) as run:
+    async with HallRun(SHAPE, start=working_day(10), tweak=pads_only) as run:
         assert run.hall is not None
         staff = {p["window"]: p for p in run.data["staff"] if p["post"] == "A"}
         clock = next(iter(run.hall.clocks.values()))
@@ -77,11 +85,16 @@ async def run() -> list[Figure]:
         follower = asyncio.create_task(stream.follow(run.api + "/board/events"), name="sse")
         pads = Arrivals(run.broker.port, f"{run.root}/events/pad/#", "event_id")
         try:
-            await stream.until(lambda b: not unattended(b), within_s=60)
+            await stream.until(
+                lambda b: b["counts"].get("idle", 0) + b["counts"].get("serving", 0) == len(staff),
+                within_s=60,
+            )
             for n in range(CHANGES // 2):
                 window = sorted(staff)[n % len(staff)]
                 pad = run.hall.pads[window]
                 for leaves in (True, False):
+                    # at a random moment of the bus's sweep, not locked to the last one
+                    await asyncio.sleep(random.uniform(0, SWEEP_S))
                     seen = len(pads.times)
                     started = time.perf_counter()
                     if leaves:
