@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -190,12 +190,24 @@ class GatewayProcess:
     live: ClassVar[set[asyncio.subprocess.Process]] = set()
 
     def __init__(
-        self, config_path: Path, log_path: Path, *, env: dict[str, str] | None = None
+        self,
+        config_path: Path,
+        log_path: Path,
+        args: Sequence[str] = (),
+        *,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`args`: more options for `hallgw run` (a simulated hall's `--clock-*`)."""
         self.config_path = config_path
         self.log_path = log_path
+        self.args = tuple(args)
         self.extra_env = env or {}
         self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     async def start(self) -> None:
         env = {
@@ -212,6 +224,7 @@ class GatewayProcess:
                 "run",
                 "-c",
                 str(self.config_path),
+                *self.args,
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,

@@ -103,6 +103,8 @@ class Recorder:
                     username=self._username,
                     password=self._password,
                     tls_context=tls_context,
+                    identifier=self._persistent_id,
+                    clean_session=False if self._persistent_id is not None else None,
                 ) as client:
                     for topic in self._topics:
                         await client.subscribe(topic, qos=1)
