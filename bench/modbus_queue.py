@@ -50,7 +50,9 @@ class KeptEvents:
     def __init__(self) -> None:
         self.count = 0
 
-    async def publish_many(self, events: Sequence[tuple[Event, str]]) -> list[bool]:
+    async def publish_many(
+        self, events: Sequence[tuple[Event, str]], *, cursor: tuple[str, str] | None = None
+    ) -> list[bool]:
         self.count += len(events)
         return [True] * len(events)
 

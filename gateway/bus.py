@@ -73,14 +73,18 @@ class EventBus:
             self._fan_out(event)
         return fresh
 
-    async def publish_many(self, events: Sequence[tuple[Event, str]]) -> list[bool]:
-        """Store several (event, flags) in one commit; a device's batch is acknowledged whole."""
+    async def publish_many(
+        self, events: Sequence[tuple[Event, str]], *, cursor: tuple[str, str] | None = None
+    ) -> list[bool]:
+        """Store several (event, flags) and a cursor in one commit; a device's batch is
+        acknowledged whole."""
         encoded = [(event, flags, event.payload_json()) for event, flags in events]
         fresh = await self._store.record_many(
             [
                 (journal_entry(event, payload, flags=flags), self._encode(event, payload))
                 for event, flags, payload in encoded
-            ]
+            ],
+            cursor,
         )
         for (event, _flags), new in zip(events, fresh, strict=True):
             if new:

@@ -223,11 +223,16 @@ class Store:
         return bool(await self._write(run))
 
     async def record_many(
-        self, entries: Sequence[tuple[JournalEntry, Sequence[OutboxMessage]]]
+        self,
+        entries: Sequence[tuple[JournalEntry, Sequence[OutboxMessage]]],
+        cursor: tuple[str, str] | None = None,
     ) -> list[bool]:
-        """Store several facts in one commit (a punch clock's batch); one flag per fact: new?"""
+        """Store several facts (a punch clock's batch) and a cursor in one commit; one flag per
+        fact: new?"""
 
         def run(conn: sqlite3.Connection, counts: _Counts) -> list[bool]:
+            if cursor is not None:
+                _set_cursor(conn, *cursor)
             return [_insert_fact(conn, counts, entry, messages) for entry, messages in entries]
 
         return list(await self._write(run))

@@ -476,6 +476,28 @@ def test_a_window_the_controller_did_not_report_before_is_a_baseline() -> None:
     assert found == [Change(2, "recalled", "A023", 1, 5)]
 
 
+def test_a_baseline_kept_as_text_is_the_same_baseline() -> None:
+    baseline = Baseline(snap(IDLE, SERVING, waiting=(5, 2, 0)), (False, True))
+    assert Baseline.loads(baseline.dumps()) == baseline
+    header_unknown = snap(IDLE)._replace(header=Header(1, 2, None, None, None, None))
+    assert Baseline.loads(Baseline.first(header_unknown).dumps()).snapshot == header_unknown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[]",
+        '{"format": 2}',
+        '{"format": 1, "header": [1], "windows": [], "services": [], "finished": []}',
+        Baseline(snap(IDLE), (False,)).dumps().replace('"finished":[false]', '"finished":[]'),
+    ],
+)
+def test_text_that_is_no_baseline_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"not a baseline|format|Expecting value"):
+        Baseline.loads(text)
+
+
 # -- cancellation ---------------------------------------------------------------------------------
 
 
@@ -581,7 +603,9 @@ class FlakyStore:
         self.failing = False
         self.stored: list[QueueEvent] = []
 
-    async def publish_many(self, events: Sequence[tuple[Event, str]]) -> list[bool]:
+    async def publish_many(
+        self, events: Sequence[tuple[Event, str]], *, cursor: tuple[str, str] | None = None
+    ) -> list[bool]:
         if self.failing:
             raise StoreError("disk full")
         self.stored.extend(event for event, _flags in events if isinstance(event, QueueEvent))
@@ -712,3 +736,14 @@ async def test_a_register_the_map_does_not_know_is_a_bad_response_and_changes_no
     await tcp_poll.poller.poll(tcp_poll.link.read)
     assert [(e.window_id, e.action) for e in tcp_poll.store.stored] == [("w02", "opened")]
     assert tcp_poll.requests("ok") >= 5
+
+
+async def test_a_stored_baseline_that_is_unusable_is_left_aside(
+    tcp_poll: Poll, caplog: pytest.LogCaptureFixture
+) -> None:
+    tcp_poll.poller.restore('{"format": 1}')
+    assert tcp_poll.poller.snapshot is None
+    assert "stored baseline unusable" in caplog.text
+    await tcp_poll.poller.poll(tcp_poll.link.read)
+    assert tcp_poll.poller.snapshot is not None, "the first poll is the baseline"
+    assert tcp_poll.store.stored == []

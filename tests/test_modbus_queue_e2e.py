@@ -309,6 +309,39 @@ async def test_after_the_controller_restarts_the_gateway_reconnects_and_counts_w
         ]
 
 
+async def test_what_happened_while_the_gateway_was_down_is_found_after_its_restart(
+    tmp_path: Path, broker: Mosquitto, tcp_controller: QueueController
+) -> None:
+    engine = tcp_controller.engine
+    config = queue_hall(tmp_path, broker, tcp_device(tcp_controller, poll_s=0.02))
+    async with Recorder(broker.port, ["hall/test-hall/#"]) as mqtt:
+        async with running_gateway(config) as gw:
+            await wait_availability(mqtt, "online")
+            engine.open(1)
+            engine.issue(1)
+            engine.call(1)
+            await settled(mqtt, gw, engine)
+        # the gateway is away while window 1 finishes, calls, finishes again and window 2 opens
+        engine.finish(1)
+        engine.issue(1)
+        engine.call(1)
+        engine.finish(1)
+        engine.open(2)
+        async with running_gateway(config) as gw:
+            events = await settled(mqtt, gw, engine)
+            assert event_rows(events) == [
+                ("w01", "opened", None, None, None),
+                ("w01", "called", "A001", 1, 0),
+                ("w01", "finished", "A001", 1, 0),
+                ("w01", "finished", None, None, None),
+                ("w02", "opened", None, None, None),
+            ]
+        async with running_gateway(config) as gw:  # a restart with nothing new: no event
+            engine.pause(2)
+            events = await settled(mqtt, gw, engine)
+            assert event_rows(events)[5:] == [("w02", "paused", None, None, None)]
+
+
 async def test_an_rtu_controller_and_rating_pads_share_one_serial_line(
     tmp_path: Path, broker: Mosquitto
 ) -> None:

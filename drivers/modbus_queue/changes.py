@@ -17,10 +17,13 @@ ticket that was then replaced, a pause shorter than the poll) leaves no trace in
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+from typing import Any, Final, NamedTuple
 
-from drivers.modbus_queue.registers import Snapshot, WindowState
+from drivers.modbus_queue.registers import Header, ServiceState, Snapshot, WindowState
 from gateway.events import QueueAction
+
+BASELINE_FORMAT: Final = 1  # of `Baseline.dumps`; a baseline of another format is not used
 
 
 class Change(NamedTuple):
@@ -44,6 +47,39 @@ class Baseline(NamedTuple):
     @classmethod
     def first(cls, snapshot: Snapshot) -> Baseline:
         return cls(snapshot, (False,) * len(snapshot.windows))
+
+    def dumps(self) -> str:
+        """The baseline as text, kept in the store with the events that led to it."""
+        snapshot = self.snapshot
+        return json.dumps(
+            {
+                "format": BASELINE_FORMAT,
+                "header": list(snapshot.header),
+                "windows": [list(w) for w in snapshot.windows],
+                "services": [list(s) for s in snapshot.services],
+                "finished": list(self.finished),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> Baseline:
+        """A baseline from `dumps`; ValueError if the text is not one."""
+        try:
+            data: Any = json.loads(text)
+            if data["format"] != BASELINE_FORMAT:
+                raise ValueError(f"format {data['format']!r}")
+            snapshot = Snapshot(
+                Header(*data["header"]),
+                tuple(WindowState(*w) for w in data["windows"]),
+                tuple(ServiceState(*s) for s in data["services"]),
+            )
+            finished = tuple(bool(f) for f in data["finished"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a baseline: {err}") from err
+        if len(finished) != len(snapshot.windows):
+            raise ValueError("not a baseline: one finished flag a window")
+        return cls(snapshot, finished)
 
 
 def compare(baseline: Baseline, current: Snapshot) -> tuple[list[Change], Baseline]:

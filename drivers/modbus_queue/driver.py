@@ -2,8 +2,11 @@
 
 A poll reads the header; while the change counter stands still that is all it reads. When the
 counter moves, the plan's reads fetch every window and service, the new snapshot is compared
-with the last one, and the events are stored in one commit before the snapshot becomes the new
-baseline (a failed commit leaves the baseline, so the next poll finds the same changes again).
+with the last one, and the events are stored in one commit with the new baseline before it
+becomes the baseline (a failed commit leaves the baseline, so the next poll finds the same
+changes again). The baseline is restored from the store at start-up, so what the controller
+did while the gateway was down (or killed between a read and its commit) is found by the first
+poll, as after a lost connection, and nothing is counted twice.
 The device's state values then carry every window's live state and every service's queue.
 
 Over TCP the device has a link of its own, driven by `DeviceRunner.run`; over RTU it is a member
@@ -56,7 +59,9 @@ class RegisterReader(Protocol):
 
 
 class EventSink(Protocol):
-    async def publish_many(self, events: Sequence[tuple[Event, str]]) -> list[bool]: ...
+    async def publish_many(
+        self, events: Sequence[tuple[Event, str]], *, cursor: tuple[str, str] | None = None
+    ) -> list[bool]: ...
 
 
 class QueuePoller:
@@ -73,6 +78,7 @@ class QueuePoller:
         roster: Roster,
     ) -> None:
         self.device_id = config.id
+        self.cursor_key = f"modbus_queue:{config.id}:baseline"
         self.layout = RegisterLayout(config.register_map)
         self._site = site
         self._clock = clock
@@ -88,6 +94,15 @@ class QueuePoller:
     @property
     def snapshot(self) -> Snapshot | None:
         return None if self._baseline is None else self._baseline.snapshot
+
+    def restore(self, stored: str | None) -> None:
+        """The baseline kept with the last events stored (None: the first run)."""
+        if stored is None:
+            return
+        try:
+            self._baseline = Baseline.loads(stored)
+        except ValueError as err:
+            log.warning("%s: stored baseline unusable (%s); starting afresh", self.device_id, err)
 
     async def poll(self, read: RegisterReader) -> None:
         layout = self.layout
@@ -110,9 +125,10 @@ class QueuePoller:
         if baseline is None:
             changes: list[Change] = []
             following = Baseline.first(snapshot)
+            await self._keep_first(following)
         else:
             changes, following = compare(baseline, snapshot)
-        if changes and not await self._publish(changes, snapshot):
+        if changes and not await self._publish(changes, snapshot, following):
             return
         self._baseline = following
         self._hub.update_values(self.device_id, self.values(snapshot))
@@ -183,7 +199,16 @@ class QueuePoller:
             "served_today": window.served_today,
         }
 
-    async def _publish(self, changes: list[Change], snapshot: Snapshot) -> bool:
+    async def _keep_first(self, baseline: Baseline) -> None:
+        """Store the first baseline ever seen; without it, a restart takes its own first."""
+        try:
+            await self._bus.publish_many([], cursor=(self.cursor_key, baseline.dumps()))
+        except StoreError as err:
+            log.warning("%s: first baseline not stored: %s", self.device_id, err)
+
+    async def _publish(
+        self, changes: list[Change], snapshot: Snapshot, following: Baseline
+    ) -> bool:
         now = self._clock.now()
         stamp = now.isoformat()
         counter = snapshot.header.change_counter
@@ -205,7 +230,7 @@ class QueuePoller:
             for index, change in enumerate(changes)
         ]
         try:
-            await self._bus.publish_many(events)
+            await self._bus.publish_many(events, cursor=(self.cursor_key, following.dumps()))
         except StoreError as err:
             # the baseline stays: the next poll finds these changes again
             log.error("%s: %d queue events not stored: %s", self.device_id, len(events), err)
@@ -300,6 +325,10 @@ def mount(config: ModbusQueueConfig, context: DriverContext) -> Mounted:
         hub=context.hub,
         roster=context.roster,
     )
+
+    async def restore() -> None:
+        poller.restore(await context.store.cursor(poller.cursor_key))
+
     if config.transport == "tcp":
         assert config.host is not None  # the config demands it for tcp
         runner = context.runner(config.id, config.profile)
@@ -312,12 +341,12 @@ def mount(config: ModbusQueueConfig, context: DriverContext) -> Mounted:
             name=config.id,
         )
         device = TcpQueueDevice(poller, link, config.poll_s)
-        return Mounted(config.id, task=lambda: runner.run(device))
+        return Mounted(config.id, restore=restore, task=lambda: runner.run(device))
     runner = context.runner(config.id, config.profile, poll_interval_s=config.poll_s)
     member = RtuQueueMember(poller, runner, config.unit)
     if config.bus is not None:
         context.buses[config.bus].add(member)
-        return Mounted(config.id)
+        return Mounted(config.id, restore=restore)
     assert config.url is not None  # the config demands bus or url for rtu
     own = BusConfig(
         id=config.id,
@@ -328,4 +357,4 @@ def mount(config: ModbusQueueConfig, context: DriverContext) -> Mounted:
     )
     serial_bus = SerialBus(own, context.metrics)
     serial_bus.add(member)
-    return Mounted(config.id, task=serial_bus.run)
+    return Mounted(config.id, restore=restore, task=serial_bus.run)
