@@ -51,6 +51,8 @@ FETCH_BATCH: Final = 500
 FRESH_MAX: Final = 20_000
 # acknowledged rows are deleted in groups, at most this long after their PUBACK
 ACK_FLUSH_S: Final = 0.05
+# a deletion the store refused (a full disk) is tried again this much later, not 20 times a second
+ACK_RETRY_S: Final = 1.0
 # mqtt.md: health within 5 s of each connect, then every 30 s
 HEALTH_EVERY_S: Final = 30.0
 # a lost broker is retried after 1 s at first, doubling to every 30 s at most
@@ -378,11 +380,26 @@ class MqttPublisher:
         return rows
 
     async def _delete_acked(self) -> None:
+        failing = False
         while True:
-            await asyncio.sleep(ACK_FLUSH_S)
-            if self._acked_rows:
-                batch, self._acked_rows = self._acked_rows, []
+            await asyncio.sleep(ACK_RETRY_S if failing else ACK_FLUSH_S)
+            if not self._acked_rows:
+                continue
+            batch, self._acked_rows = self._acked_rows, []
+            try:
                 await self._store.outbox_remove(batch)
+            except StoreError as err:
+                # the store takes no writes (a full disk): the rows stay, already handed over,
+                # and are deleted once it does; a restart before then sends them again, at
+                # least once, with their event_ids
+                self._acked_rows[:0] = batch
+                if not failing:
+                    log.warning("%d acknowledged messages stay in the outbox: %s", len(batch), err)
+                failing = True
+            else:
+                if failing:
+                    log.info("acknowledged messages are deleted from the outbox again")
+                failing = False
 
     async def _forget_acknowledged(self) -> None:
         """On the way out: what the broker acknowledged must not be sent again after a restart."""
