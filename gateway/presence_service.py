@@ -258,7 +258,7 @@ class PresenceService(ServiceBase):
 
     def board(self) -> dict[str, Any]:
         """The board as of now (what `/api/v1/board` and the board's events send)."""
-        return self._board(self._clock.now())
+        return self._board(self._now())
 
     def window_grid(self) -> list[dict[str, Any]]:
         """Every window with its floor and status, for the board page's grid."""
@@ -474,8 +474,8 @@ class PresenceService(ServiceBase):
             async with self._rounds:
                 self._wake.clear()
                 self._rounds_started += 1
-            now = self._clock.now()
-            self.engine.advance(now)
+            self.engine.advance(self._clock.now())
+            now = self._now()
             self._publish_changes()
             retry = await self._publish_facts([*retry, *self.engine.take_pending()], now)
             async with self._rounds:
@@ -559,8 +559,7 @@ class PresenceService(ServiceBase):
             self._publisher.set_retained(window_topic(window_id), b"")
         if window_ids or changes.removed_windows:
             self.feed.changed()  # the page's grid
-        now = self._clock.now()
-        board = self._board(now)
+        board = self._board(self._now())
         content = {k: v for k, v in board.items() if k != "ts"}
         if content == self._board_content and not initial:
             return
@@ -573,6 +572,11 @@ class PresenceService(ServiceBase):
             self._metrics.staff.labels(staff_status).set(counts[staff_status])
         self.feed.changed()
         self.screens.show(board)
+
+    def _now(self) -> dt.datetime:
+        """The time the picture is of: the clock's, or the engine's if the wall clock was
+        stepped back (the engine never goes back, so the board's `ts` does not either)."""
+        return max(self._clock.now(), self.engine.at)
 
     def _board(self, ts: dt.datetime) -> dict[str, Any]:
         return board_payload(

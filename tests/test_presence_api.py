@@ -355,3 +355,18 @@ async def test_leave_from_the_api_and_from_a_file(
         assert [(lv["staff_id"], lv["source"]) for lv in listed] == [("s001", "file")]
         status, refused = await api(gw, "DELETE", f"/api/v1/leave/{listed[0]['leave_id']}")
         assert status == 409, refused
+
+
+async def test_a_wall_clock_stepped_back_leaves_the_board_at_its_own_time(
+    gw: RunningGateway, clock: FakeClock
+) -> None:
+    status, started = await api(gw, "POST", "/api/v1/outings", body(minutes=10))
+    assert status == 201
+    clock.advance(15 * 60)  # an NTP step forward: the outing is overdue
+    await presence(gw).sync()
+    clock.advance(-60 * 60)  # and back, to before the outing began
+    await presence(gw).sync()
+    status, board = await gw.get("/api/v1/board")
+    assert status == 200
+    assert board["out"][0]["overdue"]
+    assert board["ts"] >= board["out"][0]["expected_back"] > started["started_at"]
