@@ -488,7 +488,9 @@ class AttendanceEngine:
         self._started = clock.now()
         self._since: dt.date = self._started.date()
         self._punches: dict[tuple[str, dt.date], list[dt.datetime]] = defaultdict(list)
-        self._seen: set[str] = set()
+        # punches taken, by event id, with their day: forgotten with the punches of that day
+        self._seen: dict[str, dt.date] = {}
+        self._forgotten_before: dt.date | None = None
         # facts of a person's day (a function of that day's punches), and of a person's month
         # (every day of it, and the monthly rule over them); a new punch invalidates both
         self._day_facts: dict[tuple[str, dt.date], list[Fact]] = {}
@@ -584,9 +586,9 @@ class AttendanceEngine:
         for punch in punches:
             if punch.event_id in self._seen:
                 continue
-            self._seen.add(punch.event_id)
             at = punch.at.astimezone(self.rules.zone)
             day = at.date()
+            self._seen[punch.event_id] = day
             self._punches[punch.staff_id, day].append(at)
             self._day_facts.pop((punch.staff_id, day), None)
             self._month_facts.pop((punch.staff_id, day.replace(day=1)), None)
@@ -667,6 +669,10 @@ class AttendanceEngine:
                 del cache[key]
         for key in [k for k in self._punches if k[1] < horizon]:
             del self._punches[key]
+        if horizon != self._forgotten_before:  # a new month: the ids of the oldest one go
+            self._forgotten_before = horizon
+            for event_id in [e for e, day in self._seen.items() if day < horizon]:
+                del self._seen[event_id]
 
 
 _DAY: Final = dt.timedelta(days=1)

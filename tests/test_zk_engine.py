@@ -201,3 +201,18 @@ async def test_a_first_run_after_opening_does_not_judge_that_day(tmp_path: Path)
     early = FakeClock(at("08:00:00"))
     async with hall(tmp_path / "fresh", early) as h:
         assert await h.store.cursor(SINCE_CURSOR) == "2026-11-20"
+
+
+async def test_the_punches_taken_are_forgotten_with_their_month(tmp_path: Path) -> None:
+    """A gateway runs for months: what it remembers of punches stays two months deep."""
+    clock = FakeClock(at("10:00"))
+    async with hall(tmp_path / "store.db", clock) as h:
+        for day in range(1, 21):
+            await h.punch(at("08:55", dt.date(2026, 11, day)))
+        assert len(h.engine._seen) == 20
+        clock.set(at("10:00", dt.date(2027, 1, 5)))  # November is now the month before last
+        await h.punch(at("08:55", dt.date(2027, 1, 5)))
+        h.engine.due(clock.now())
+        assert list(h.engine._seen.values()) == [dt.date(2027, 1, 5)]
+        await h.punch(at("08:55", dt.date(2027, 1, 5)))  # the same punch again: known
+        assert len(h.engine._seen) == 1
