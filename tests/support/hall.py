@@ -1,7 +1,8 @@
 """A whole simulated hall under test, for fault injection: a Mosquitto, every device of a
 generated hall simulated on real transports (`simulators.hall`), the gateway as a child process
-on a hall clock, a witness subscribed to everything, steady load on every kind of device, and the
-checks each fault case ends with.
+on a hall clock (or in this process, on a clock the test may step), a witness with a persistent
+session on everything the gateway publishes, steady load on every kind of device, and the checks
+each fault case ends with.
 
 What "no acknowledged fact is lost" means here, device by device:
 - a rating pad: every event the pad got an ACK for (`SimPad.acked`) is in the journal, in the
@@ -9,7 +10,7 @@ What "no acknowledged fact is lost" means here, device by device:
 - a punch clock: every record an upload of which was answered `OK` (`SimClock.acknowledged`) is
   in the journal under its id (SN, PIN, time), published;
 - the queue controller: every ticket finished at a window (its served-today register) is one
-  `finished` event, and the events a poll read are stored before the next baseline;
+  `finished` event: nothing the gateway read is lost, nothing is counted twice;
 - a kiosk: each peripheral's events form one chain (each `from` is the previous `to`) ending in
   the agent's state;
 and on MQTT every published journal row arrives at least once with the journal's own payload,
