@@ -185,6 +185,7 @@ async def test_the_gateway_killed_ten_times_under_load(tmp_path: Path) -> None:
 
 # a small real filesystem for the store: the hall's first minute fits many times
 STORE_FS_SIZE = "16m"
+DEGRADED_STORE = "gateway_degraded-store"  # the alert of a store that does not commit
 
 
 def fill(path: Path) -> int:
@@ -223,6 +224,17 @@ async def test_the_stores_disk_full_then_freed(tmp_path: Path) -> None:
             await hall.until_async(degraded, 30, lambda: f"/healthz 503, got {health}")
             assert "store not writable" in health[1]["reason"]
             assert await hall.metric("hallgw_store_writable") == 0
+            alert = await hall.witness.wait_for(
+                lambda: hall.witness.last(f"alerts/{DEGRADED_STORE}"),
+                timeout=60,
+                what="the gateway_degraded alert for the store",
+            )
+            assert (alert["rule"], alert["status"], alert["severity"]) == (
+                "gateway_degraded",
+                "firing",
+                "critical",
+            )
+            assert alert["subject"] == {"component": "store"}
             # devices are still answered: pads polled, clocks answered (503: they keep their
             # records), every device online; an event that cannot be stored is not acknowledged
             pad = hall.sim.pads["w005"]
@@ -248,6 +260,17 @@ async def test_the_stores_disk_full_then_freed(tmp_path: Path) -> None:
 
             await hall.until_async(healthy, 30, lambda: f"/healthz 200, got {health}")
             assert await hall.metric("hallgw_store_writable") == 1
+            await until(
+                lambda: [
+                    e
+                    for e in hall.events.of("alert")
+                    if e["alert_id"] == DEGRADED_STORE and e["status"] == "resolved"
+                ],
+                "the alert resolved",
+                60,
+            )
+            cleared = hall.witness.on(f"alerts/{DEGRADED_STORE}")
+            assert cleared[-1].payload == b"", "the alert's retained topic is cleared"
             await until(lambda: held in pad.acked, "the held event acknowledged", 30)
             await hall.stop_load()
             await hall.check_nothing_lost()

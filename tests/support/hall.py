@@ -103,6 +103,7 @@ def rig_config(state: Path, broker_port: int, store: Path) -> dict[str, Any]:
         "token_env": "HALLGW_TEST_TOKEN",
     }
     data["store"] = {"path": str(store)}
+    data["alerts"] = {"flap_window_s": 0}  # an alert resolves as soon as its cause is gone
     for device in data["devices"]:
         if device["profile"] == "kiosk_http":
             device["poll_s"] = 1
