@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import sys
@@ -43,6 +42,7 @@ import yaml
 from bench.common import RESULTS, Figure, machine, table
 from gateway.clock import ScaledClock
 from gateway.config import parse_config
+from gateway.demo import stop_process, wait_healthy
 from gateway.worktime import WorkCalendar
 from simulators.broker import Mosquitto, free_port
 from simulators.hall import HallDay, HallShape, SimulatedHall, shape_config
@@ -184,9 +184,9 @@ async def _soak(args: argparse.Namespace, state: Path) -> dict[str, Any]:
             stdout=log,
             stderr=log,
         )
-        stack.push_async_callback(_stop, gateway)
+        stack.push_async_callback(stop_process, gateway)
         base = f"http://127.0.0.1:{data['http']['port']}"
-        await _wait_healthy(base, gateway)
+        await wait_healthy(f"{base}/healthz", gateway, within_s=START_S)
         print(
             f"soak: {shape.windows} windows, {args.hours:g} h of hall time from"
             f" {start:%Y-%m-%d %H:%M} at {args.speed:g}x"
@@ -218,7 +218,7 @@ async def _soak(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         outbox_rows = _outbox_rows(state / "hallgw.db")
         last = await _one_sample(gateway.pid, base, clock, start=start, began=began)
         samples.append(last)
-        code = await _stop(gateway)
+        code = await stop_process(gateway)
     return _report(
         args,
         shape,
@@ -493,33 +493,6 @@ def _report(
         "figures": [asdict(f) for f in figures],
         "samples": [asdict(s) for s in samples],
     }
-
-
-async def _wait_healthy(base: str, process: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + START_S
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise RuntimeError(f"the gateway exited with status {process.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{base}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"the gateway did not answer {base}/healthz within {START_S:.0f} s")
-
-
-async def _stop(process: asyncio.subprocess.Process) -> int:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(30):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

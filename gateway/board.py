@@ -25,7 +25,7 @@ from typing import Any, Final, Protocol, TextIO
 
 from aiohttp import web
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, load_config_or_report
 from gateway.ledger import display_width
 from gateway.screens import ContentError, Screens
 
@@ -204,12 +204,9 @@ def install_board(app: web.Application, source: BoardSource) -> None:
 def print_snapshot(config_path: str, out: TextIO | None = None) -> int:
     """Ask the running gateway for its board and print it as tables; the exit status."""
     out = out or sys.stdout
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        for line in err.errors:
-            print(line, file=sys.stderr)  # noqa: T201
-        return 2
+    config = load_config_or_report(config_path)
+    if config is None:
+        return 2  # DEVELOPERS.md: config errors exit 2
     host = config.http.bind
     if host in ("", "0.0.0.0", "::"):  # noqa: S104  # a wildcard bind is reached on loopback
         host = "127.0.0.1"

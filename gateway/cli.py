@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from gateway import __version__
 from gateway.clock import Clock, ScaledClock
-from gateway.config import Config, ConfigError, Secrets, load_config, resolve_secrets
+from gateway.config import Config, ConfigError, Secrets, load_config_or_report, resolve_secrets
 from gateway.errors import GatewayError
 from gateway.registry import unsupported_devices
 
@@ -186,10 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_config(path: str) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        _print_errors(err.errors)
+    config = load_config_or_report(path)
+    if config is None:
         return EXIT_CONFIG
     _secrets, missing = resolve_secrets(config)
     for line in [*missing, *unsupported_devices([d.profile for d in config.devices])]:
@@ -200,10 +198,8 @@ def check_config(path: str) -> int:
 
 def load_for_run(path: str) -> tuple[Config, Secrets] | int:
     """The config and its secrets, or the exit status after printing why they cannot be used."""
-    try:
-        config = load_config(path)
-    except ConfigError as err:
-        _print_errors(err.errors)
+    config = load_config_or_report(path)
+    if config is None:
         return EXIT_CONFIG
     secrets, missing = resolve_secrets(config)
     problems = [*missing, *unsupported_devices([d.profile for d in config.devices])]

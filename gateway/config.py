@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import sys
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -318,6 +319,17 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError as err:
         raise ConfigError([f"{path}: not UTF-8 text ({err.reason} at byte {err.start})"]) from err
     return parse_config(text, source=str(path))
+
+
+def load_config_or_report(path: str | Path) -> Config | None:
+    """For the command line: the config, or None after printing every error (one per line, each
+    with its field path) to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for line in err.errors:
+            print(line, file=sys.stderr)  # noqa: T201
+        return None
 
 
 def parse_config(text: str, *, source: str = "<config>") -> Config:

@@ -199,8 +199,8 @@ async def simulate_hall(
             repr(clock.anchor),
             stdin=asyncio.subprocess.DEVNULL,
         )
-        stack.push_async_callback(_stop_process, gateway)
-        await _wait_healthy(config, gateway)
+        stack.push_async_callback(stop_process, gateway)
+        await wait_healthy(f"http://127.0.0.1:{config.http.port}/healthz", gateway)
         _banner(config, token, state if keep else None)
         print(f"  hall time: {clock.now():%Y-%m-%d %H:%M} at {speed:g}x", flush=True)  # noqa: T201
         runs = [*hall.clock_runs(), *hall.kiosk_runs()]
@@ -221,9 +221,12 @@ async def _until_next_day(clock: ScaledClock) -> None:
     await asyncio.sleep(max(0.0, (tomorrow - clock.now()).total_seconds()) / clock.speed)
 
 
-async def _wait_healthy(config: Config, process: asyncio.subprocess.Process) -> None:
-    url = f"http://127.0.0.1:{config.http.port}/healthz"
-    deadline = time.monotonic() + GATEWAY_START_S
+async def wait_healthy(
+    url: str, process: asyncio.subprocess.Process, *, within_s: float = GATEWAY_START_S
+) -> None:
+    """Until the gateway child answers `url` (its /healthz) with 200; DemoError if it exits or
+    does not within `within_s`."""
+    deadline = time.monotonic() + within_s
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if process.returncode is not None:
@@ -233,18 +236,22 @@ async def _wait_healthy(config: Config, process: asyncio.subprocess.Process) -> 
                     if resp.status == 200:
                         return
             await asyncio.sleep(0.1)
-    raise DemoError(f"the gateway did not answer {url} within {GATEWAY_START_S:.0f} s")
+    raise DemoError(f"the gateway did not answer {url} within {within_s:.0f} s")
 
 
-async def _stop_process(process: asyncio.subprocess.Process) -> None:
+async def stop_process(
+    process: asyncio.subprocess.Process, *, within_s: float = GATEWAY_START_S
+) -> int:
+    """SIGTERM, then SIGKILL if it is still running `within_s` later; its exit status."""
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
         try:
-            async with asyncio.timeout(GATEWAY_START_S):
+            async with asyncio.timeout(within_s):
                 await process.wait()
         except TimeoutError:
             process.kill()
             await process.wait()
+    return process.returncode if process.returncode is not None else -1
 
 
 def _banner(config: Config, token: str, kept: Path | None) -> None:

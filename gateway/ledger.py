@@ -26,7 +26,7 @@ from gateway.attendance import (
     read_punch_rows,
 )
 from gateway.clock import SystemClock
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config_or_report
 from gateway.errors import StoreError
 from gateway.roster import Roster
 
@@ -62,11 +62,8 @@ def print_ledger(
 ) -> int:
     """Print the ledger of `day` or of `month`; the exit status."""
     out = out or sys.stdout
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        for line in err.errors:
-            print(line, file=sys.stderr)  # noqa: T201
+    config = load_config_or_report(config_path)
+    if config is None:
         return EXIT_CONFIG
     rules = AttendanceRules(config)
     if not rules.calendar.timetable_names:

@@ -23,7 +23,7 @@ from typing import Final
 
 from drivers.ff68_pad import codec
 from drivers.ff68_pad.codec import Command, Frame, PadFrameError, PadReport
-from simulators.pty import SimPty
+from simulators.pty import SimPty, parse_addresses
 
 log = logging.getLogger(__name__)
 
@@ -292,15 +292,6 @@ class PadBus:
             self._pty.write(data)
         elif self._writer is not None:
             self._writer.write(data)
-
-
-def parse_addresses(text: str) -> list[int]:
-    """`1-8,12` → [1, …, 8, 12]."""
-    addresses: list[int] = []
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        addresses.extend(range(int(low), int(high or low) + 1))
-    return addresses
 
 
 async def _main(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from typing import Final
 
 from drivers.led_text import codec
 from drivers.led_text.codec import Command, Frame, LedFrameError, LedPayloadError, LedStatus, Result
-from simulators.pty import SimPty
+from simulators.pty import SimPty, parse_addresses
 
 log = logging.getLogger(__name__)
 
@@ -270,15 +270,6 @@ def _corrupt(frame: Frame) -> bytes:
     body += frame.data
     crc = codec.crc16_modbus(body) ^ 0x0100
     return b"\xa5" + codec.escape(body + bytes([crc & 0xFF, crc >> 8])) + b"\x5a"
-
-
-def parse_addresses(text: str) -> list[int]:
-    """`1-4,7` → [1, 2, 3, 4, 7]."""
-    addresses: list[int] = []
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        addresses.extend(range(int(low), int(high or low) + 1))
-    return addresses
 
 
 async def _main(args: argparse.Namespace) -> None:

@@ -63,3 +63,13 @@ class SimPty:
         if self.link is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.link.unlink()
+
+
+def parse_addresses(text: str) -> list[int]:
+    """The addresses of the devices sharing one line, as a simulator's command line gives them:
+    `1-8,12` → [1, …, 8, 12]."""
+    addresses: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        addresses.extend(range(int(low), int(high or low) + 1))
+    return addresses
