@@ -17,6 +17,7 @@ ticket that was then replaced, a pause shorter than the poll) leaves no trace in
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Final, NamedTuple
 
@@ -50,16 +51,14 @@ class Baseline(NamedTuple):
 
     def dumps(self) -> str:
         """The baseline as text, kept in the store with the events that led to it."""
+        # this runs on every poll that finds a change, which mostly leaves all windows but one
+        # as they were: each window's text is made once and kept (see `_row_json`)
         snapshot = self.snapshot
-        return json.dumps(
-            {
-                "format": BASELINE_FORMAT,
-                "header": list(snapshot.header),
-                "windows": [list(w) for w in snapshot.windows],
-                "services": [list(s) for s in snapshot.services],
-                "finished": list(self.finished),
-            },
-            separators=(",", ":"),
+        return (
+            f'{{"format":{BASELINE_FORMAT},"header":{_row_json(snapshot.header)},'
+            f'"windows":[{",".join(map(_row_json, snapshot.windows))}],'
+            f'"services":[{",".join(map(_row_json, snapshot.services))}],'
+            f'"finished":{_row_json(self.finished)}}}'
         )
 
     @classmethod
@@ -80,6 +79,13 @@ class Baseline(NamedTuple):
         if len(finished) != len(snapshot.windows):
             raise ValueError("not a baseline: one finished flag a window")
         return cls(snapshot, finished)
+
+
+@functools.lru_cache(maxsize=4096)
+def _row_json(row: tuple[Any, ...]) -> str:
+    """One register row (a window, a service, the header) as JSON; a hall's rows repeat from
+    poll to poll, so the texts are kept (4096: every window of a large hall a few times over)."""
+    return json.dumps(row, separators=(",", ":"))
 
 
 def compare(baseline: Baseline, current: Snapshot) -> tuple[list[Change], Baseline]:
