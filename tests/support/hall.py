@@ -627,21 +627,32 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def mount_tmpfs(path: Path, size: str) -> None:
-    """A real small filesystem at `path` (needs root, as mount does)."""
-    if os.geteuid() != 0:
-        raise AssertionError(
-            "this test mounts a small tmpfs to fill it, which needs root; run it as root "
-            "(CI runs the suite as root)"
-        )
+    """A real small filesystem at `path`, owned by whoever runs the tests: mount needs root, so a
+    user who set up with sudo has it mounted through `sudo -n` (the setup's sudo is still
+    fresh; without it the test says why it cannot run)."""
     path.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  # a local tmp dir, instant
-    await _run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path))
+    options = f"size={size},mode=0700,uid={os.getuid()},gid={os.getgid()}"
+    await _as_root("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path))
 
 
 async def unmount(path: Path) -> None:
     with contextlib.suppress(AssertionError):
-        await _run("umount", str(path))
+        await _as_root("umount", str(path))
         return
-    await _run("umount", "-l", str(path))  # still busy: detach it now, freed when let go
+    await _as_root("umount", "-l", str(path))  # still busy: detach it now, freed when let go
+
+
+async def _as_root(*command: str) -> None:
+    if os.geteuid() == 0:
+        await _run(*command)
+        return
+    try:
+        await _run("sudo", "-n", *command)
+    except (AssertionError, FileNotFoundError) as err:
+        raise AssertionError(
+            f"this test mounts a small tmpfs to fill it, which needs root: run the suite as root "
+            f"or with sudo's credentials fresh (`sudo -v` first); {err}"
+        ) from err
 
 
 async def _run(*command: str) -> None:
