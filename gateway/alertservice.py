@@ -114,8 +114,16 @@ class AlertService(ServiceBase):
             ["device_id", "kind"],
             registry=registry,
         )
-        for status in context.hub.statuses():
-            self._expected_up.labels(status.device_id, status.kind).set(1)
+        # the children, and what each was last set to: evaluated every second for every device,
+        # labels() (a lookup under a lock) and set() each time were a large part of it
+        self._expected_up_children = {
+            status.device_id: self._expected_up.labels(status.device_id, status.kind)
+            for status in context.hub.statuses()
+        }
+        self._expected_up_values: dict[str, bool] = {}
+        for device_id, child in self._expected_up_children.items():
+            child.set(1)
+            self._expected_up_values[device_id] = True
         self._firing_series: set[tuple[str, str]] = {(r.name, r.severity) for r in RULES.values()}
         self.webhooks = Webhooks(registry)
         self._configure_webhooks(context.config, context.secrets.webhook_urls)
@@ -321,7 +329,13 @@ class AlertService(ServiceBase):
             expected = True
             if mounted is not None and mounted.expected_on is not None:
                 expected = mounted.expected_on(now)
-            self._expected_up.labels(status.device_id, status.kind).set(1 if expected else 0)
+            if self._expected_up_values.get(status.device_id) != expected:
+                self._expected_up_values[status.device_id] = expected
+                child = self._expected_up_children.get(status.device_id)
+                if child is None:
+                    child = self._expected_up.labels(status.device_id, status.kind)
+                    self._expected_up_children[status.device_id] = child
+                child.set(1 if expected else 0)
             devices.append((status, expected))
         store = self._context.store
         state = HallState(
