@@ -42,7 +42,7 @@ import yaml
 from bench.common import RESULTS, Figure, machine, table
 from gateway.clock import ScaledClock
 from gateway.config import parse_config
-from gateway.demo import stop_process, wait_healthy
+from gateway.demo import gateway_command, stop_process, wait_healthy
 from gateway.worktime import WorkCalendar
 from simulators.broker import Mosquitto, free_port
 from simulators.hall import HallDay, HallShape, SimulatedHall, shape_config
@@ -168,18 +168,7 @@ async def _soak(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         log = (state / "gateway.log").open("ab")
         stack.callback(log.close)
         gateway = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "run",
-            "-c",
-            str(config_path),
-            "--clock-start",
-            start.replace(tzinfo=None).isoformat(timespec="seconds"),
-            "--clock-speed",
-            str(args.speed),
-            "--clock-anchor",
-            repr(clock.anchor),
+            *gateway_command(config_path, clock),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,

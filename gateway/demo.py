@@ -185,19 +185,7 @@ async def simulate_hall(
         token = os.environ.setdefault("HALLGW_API_TOKEN", token_source.token_urlsafe(18))
 
         gateway = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "run",
-            "-c",
-            str(path),
-            "--clock-start",
-            clock.start.replace(tzinfo=None).isoformat(timespec="seconds"),
-            "--clock-speed",
-            str(speed),
-            "--clock-anchor",
-            repr(clock.anchor),
-            stdin=asyncio.subprocess.DEVNULL,
+            *gateway_command(path, clock), stdin=asyncio.subprocess.DEVNULL
         )
         stack.push_async_callback(stop_process, gateway)
         await wait_healthy(f"http://127.0.0.1:{config.http.port}/healthz", gateway)
@@ -219,6 +207,25 @@ async def _until_next_day(clock: ScaledClock) -> None:
         clock.now().date() + dt.timedelta(days=1), dt.time(7, 30), tzinfo=clock.zone
     )
     await asyncio.sleep(max(0.0, (tomorrow - clock.now()).total_seconds()) / clock.speed)
+
+
+def gateway_command(config_path: Path, clock: ScaledClock) -> list[str]:
+    """`hallgw run` as a child process of this Python, on the hall clock `clock` (the same
+    start, speed and anchor, so that the simulators and the gateway agree on the hall's time)."""
+    return [
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "-c",
+        str(config_path),
+        "--clock-start",
+        clock.start.replace(tzinfo=None).isoformat(timespec="seconds"),
+        "--clock-speed",
+        str(clock.speed),
+        "--clock-anchor",
+        repr(clock.anchor),
+    ]
 
 
 async def wait_healthy(
