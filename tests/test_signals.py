@@ -4,7 +4,6 @@ stop that keeps what the broker has not taken."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import signal
@@ -28,6 +27,7 @@ from tests.support.harness import (
 )
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Recorder
+from tests.support.polling import until, until_async
 
 ROOT = "hall/test-hall"
 NEW_CARD = "0000000900"
@@ -123,12 +123,11 @@ async def test_a_reload_that_needs_a_restart_is_refused_whole(
 
 
 async def wait_reloads(port: int, result: str, value: float) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            samples = await scrape(f"http://127.0.0.1:{port}")
-            if samples.get(("hallgw_config_reloads_total", (("result", result),)), 0) >= value:
-                return
-            await asyncio.sleep(0.05)  # a scrape is the only way to see the counter
+    async def counted() -> bool:  # a scrape is the only way to see the counter
+        samples = await scrape(f"http://127.0.0.1:{port}")
+        return samples.get(("hallgw_config_reloads_total", (("result", result),)), 0) >= value
+
+    await until_async(counted, f"{value} reloads with result {result}", 10, 0.05)
 
 
 async def test_sighup_refuses_a_bad_file_with_its_paths_then_takes_a_good_one(
@@ -182,9 +181,8 @@ async def test_sigterm_stops_cleanly_and_keeps_what_the_broker_has_not_taken(
         await broker.stop()  # the broker is away: ratings wait in the outbox
         for key in (1, 2, 3):
             padbus.pad(1).press(key)
-        async with asyncio.timeout(10):
-            while len(padbus.pad(1).acked) < 3:  # noqa: ASYNC110  # acknowledged = committed
-                await asyncio.sleep(0.02)
+        # a pad hears its acknowledgement only once the rating is committed
+        await until(lambda: len(padbus.pad(1).acked) >= 3, "3 ratings acknowledged", 10)
         assert await gateway.stop(signal.SIGTERM) == 0
     finally:
         await gateway.stop(signal.SIGKILL)

@@ -30,6 +30,7 @@ from gateway.webhooks import (
     render,
     wecom,
 )
+from tests.support.polling import until
 from tests.support.webhook import WebhookReceiver
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -232,9 +233,7 @@ async def test_an_endpoint_that_never_recovers_is_given_up_after_the_last_attemp
 
 
 async def until_counted(registry: CollectorRegistry, result: str, value: float) -> None:
-    async with asyncio.timeout(5):
-        while counted(registry, result) < value:  # noqa: ASYNC110  # a counter has no event
-            await asyncio.sleep(0.01)
+    await until(lambda: counted(registry, result) >= value, f"{value} {result} counted")
 
 
 async def test_a_full_queue_sheds_the_oldest_and_counts_it(robot: WebhookReceiver) -> None:
@@ -309,9 +308,10 @@ async def test_the_address_is_never_logged(
         hooks.offer(firing())
         sender.offer(firing())
         await robot.wait_for(lambda: robot.bodies, what="the retried message")
-        async with asyncio.timeout(5):
-            while not any("cannot post" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await until(
+            lambda: any("cannot post" in r.getMessage() for r in caplog.records),
+            "the 'cannot post' log line",
+        )
     finally:
         for t in (task, other):
             t.cancel()

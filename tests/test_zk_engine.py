@@ -28,6 +28,7 @@ from gateway.metrics import Metrics
 from gateway.roster import Roster
 from gateway.store import Store
 from gateway.topics import event_messages
+from tests.support.polling import until_async
 
 ZONE = ZoneInfo("Asia/Shanghai")
 HALL = """
@@ -96,9 +97,7 @@ async def hall(path: Path, clock: FakeClock) -> AsyncIterator[Hall]:
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():  # noqa: ASYNC110  # the store has no event to wait on
-            await asyncio.sleep(0.01)
+    await until_async(condition, "the facts in the store", timeout)
 
 
 async def test_late_goes_out_at_once_and_settled_facts_wait_for_the_clock(tmp_path: Path) -> None:

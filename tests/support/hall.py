@@ -44,6 +44,7 @@ from gateway.clock import Clock, ScaledClock
 from gateway.config import load_config
 from gateway.ids import stable_id
 from simulators.hall import HallShape, SimulatedHall, shape_config
+from tests.support import polling
 from tests.support.harness import (
     API_TOKEN,
     GatewayProcess,
@@ -349,13 +350,7 @@ class Hall:
     ) -> None:
         """Poll an async `condition` every 0.2 s until it holds (a scrape or an HTTP request
         is the only way to ask the gateway process)."""
-        try:
-            async with asyncio.timeout(timeout):
-                # a request to the gateway process is the only way to ask it: this polls
-                while not await condition():  # noqa: ASYNC110
-                    await asyncio.sleep(0.2)
-        except TimeoutError:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what()}") from None
+        await polling.until_async(condition, what, timeout, every_s=0.2)
 
     # -- load -----------------------------------------------------------------------------------
 

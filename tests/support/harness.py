@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.app import Gateway
 from gateway.config import Config, Secret, Secrets, parse_config
 from tests.support.mosquitto import free_port
+from tests.support.polling import until_async
 
 REPO = Path(__file__).resolve().parents[2]
 API_TOKEN = "test-token-7f3a"
@@ -139,13 +140,15 @@ async def wait_metric(
 ) -> None:
     """Wait until the metric (summed over matching series) reaches `value`."""
     current = 0.0
-    try:
-        async with asyncio.timeout(timeout):
-            # a scrape is the only way to look at a metric, so this polls
-            while (current := await running.metric(name, **labels)) < value:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"{name}{labels} stayed at {current}, expected {value}") from None
+
+    async def reached() -> bool:
+        nonlocal current
+        current = await running.metric(name, **labels)  # a scrape is the only way to look
+        return current >= value
+
+    await until_async(
+        reached, lambda: f"{name}{labels} to reach {value} (stayed at {current})", timeout, 0.05
+    )
 
 
 async def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
