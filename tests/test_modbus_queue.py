@@ -40,6 +40,7 @@ from gateway.metrics import Metrics
 from gateway.roster import Roster
 from gateway.runner import DeviceRunner
 from simulators.modbus_queue import QueueController, QueueEngine
+from tests.support.queue import VENDOR_MAP
 
 # -- register maps in config ---------------------------------------------------------------------
 
@@ -96,43 +97,7 @@ def test_the_default_map_is_v1_of_the_device_contract() -> None:
 
 
 def test_another_vendors_map_is_a_yaml_block() -> None:
-    device = queue_device(
-        queue_config(
-            {
-                "version": None,
-                "header": {
-                    "version": None,
-                    "windows": None,
-                    "waiting_total": None,
-                    "issued_today": 10,
-                    "change_counter": 11,
-                    "services": None,
-                },
-                "windows": {
-                    "base": 200,
-                    "stride": 8,
-                    "count": 6,
-                    "max_count": 20,
-                    "fields": {
-                        "prefix": None,
-                        "served_today": 2,
-                        "staff": 3,
-                        "call_count": 4,
-                        "service": 5,
-                    },
-                },
-                "services": {
-                    "base": 400,
-                    "stride": 2,
-                    "count": 3,
-                    "max_count": 10,
-                    "fields": {"longest_wait_s": None, "last_issued": 1, "prefix": None},
-                },
-                "status_codes": {1: "closed", 2: "idle", 3: "serving", 4: "paused"},
-                "max_read": 32,
-            }
-        )
-    )
+    device = queue_device(queue_config(VENDOR_MAP))
     layout = RegisterLayout(device.register_map)
     assert layout.header_read == Read(10, 2)
     plan = layout.plan(6, 3)

@@ -33,6 +33,7 @@ from simulators.modbus_queue import (
 from tests.support.harness import RunningGateway, pad_hall, running_gateway, to_config
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Recorder
+from tests.support.queue import VENDOR_MAP
 
 DEVICE = "queue-main"
 EVENT_KEYS = {"v", "event_id", "kind", "ts", "received_at", "device_id", "window_id", "action"}
@@ -394,35 +395,6 @@ async def test_an_rtu_controller_and_rating_pads_share_one_serial_line(
         await line.close()
         await controller.stop()
         await pads.close()
-
-
-VENDOR_MAP: dict[str, Any] = {
-    "version": None,
-    "header": {
-        "version": None,
-        "windows": None,
-        "waiting_total": None,
-        "issued_today": 10,
-        "change_counter": 11,
-        "services": None,
-    },
-    "windows": {
-        "base": 200,
-        "stride": 8,
-        "count": 6,
-        "max_count": 20,
-        "fields": {"prefix": None, "served_today": 2, "staff": 3, "call_count": 4, "service": 5},
-    },
-    "services": {
-        "base": 400,
-        "stride": 2,
-        "count": 3,
-        "max_count": 10,
-        "fields": {"longest_wait_s": None, "last_issued": 1, "prefix": None},
-    },
-    "status_codes": {1: "closed", 2: "idle", 3: "serving", 4: "paused"},
-    "max_read": 32,
-}
 
 
 async def test_another_vendors_controller_on_a_serial_port_of_its_own_is_a_yaml_block(
