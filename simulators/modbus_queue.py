@@ -384,6 +384,8 @@ class QueueController:
         self.engine = engine
         self.unit = unit
         self.fault: Fault | None = None
+        # every answer waits this long (a slow controller, still within the gateway's timeout)
+        self.answer_delay_s = 0.0
         self.reads = 0
         self.header_reads = 0
         # called on every header read before it is answered: a test's lockstep with the polls
@@ -461,6 +463,8 @@ class QueueController:
             self.header_reads += 1
             if self.on_header_read is not None:
                 self.on_header_read()
+        if self.answer_delay_s:
+            await asyncio.sleep(self.answer_delay_s)
         if self.fault == "exception":
             return ExcCodes.DEVICE_FAILURE
         image = self.engine.registers()

@@ -16,7 +16,7 @@ from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU, ExceptionResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
-from drivers.modbus_queue import rtu, tcp
+from drivers.modbus_queue import rtu
 from drivers.modbus_queue.changes import Baseline, Change, compare
 from drivers.modbus_queue.config import ModbusQueueConfig, RegisterMap
 from drivers.modbus_queue.driver import QueuePoller
@@ -34,12 +34,13 @@ from drivers.modbus_queue.tcp import TcpLink
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, parse_config
 from gateway.devices import DeviceHub
-from gateway.errors import BadResponse, StoreError
+from gateway.errors import BadResponse, DeviceTimeout, StoreError
 from gateway.events import Event, QueueEvent
 from gateway.metrics import Metrics
 from gateway.roster import Roster
 from gateway.runner import DeviceRunner
 from simulators.modbus_queue import QueueController, QueueEngine
+from tests.support.polling import until
 from tests.support.queue import VENDOR_MAP
 
 # -- register maps in config ---------------------------------------------------------------------
@@ -463,46 +464,6 @@ def test_text_that_is_no_baseline_is_refused(text: str) -> None:
         Baseline.loads(text)
 
 
-# -- cancellation ---------------------------------------------------------------------------------
-
-
-async def test_a_cancellation_that_wait_for_drops_is_delivered_after_all() -> None:
-    """pymodbus awaits asyncio.wait_for; on Python 3.11 it drops a cancellation that arrives
-    with the result. The TCP link re-raises it, or the gateway could not stop its devices."""
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[int] = loop.create_future()
-
-    async def read() -> int:
-        mark = tcp.cancel_mark()
-        result = await asyncio.wait_for(answer, 1.0)
-        tcp.deliver_lost_cancel(mark)
-        return result
-
-    task = asyncio.create_task(read(), name="read")
-    await asyncio.sleep(0)
-    answer.set_result(7)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
-async def test_our_own_timeout_stays_a_timeout() -> None:
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[int] = loop.create_future()
-
-    async def read() -> int:
-        mark = tcp.cancel_mark()
-        async with asyncio.timeout(0.01):
-            result = await asyncio.wait_for(answer, 1.0)
-            tcp.deliver_lost_cancel(mark)
-        return result
-
-    task = asyncio.create_task(read(), name="read")
-    with pytest.raises(TimeoutError):
-        await task
-    assert task.cancelling() == 0
-
-
 # -- RTU frames ----------------------------------------------------------------------------------
 
 _CONTROLLER = FramerRTU(DecodePDU(is_server=True))
@@ -712,3 +673,61 @@ async def test_a_stored_baseline_that_is_unusable_is_left_aside(
     await tcp_poll.poller.poll(tcp_poll.link.read)
     assert tcp_poll.poller.snapshot is not None, "the first poll is the baseline"
     assert tcp_poll.store.stored == []
+
+
+# -- the read watchdog ------------------------------------------------------------------------------
+
+
+async def test_each_read_has_its_own_deadline_not_the_polls(tcp_poll: Poll) -> None:
+    """A poll of three reads that takes longer than the timeout in all is no timeout, as long as
+    every read is answered within it: one watchdog serves the reads, each with its own start."""
+    await tcp_poll.poller.poll(tcp_poll.link.read)  # the baseline
+    engine = tcp_poll.controller.engine
+    engine.open(1)
+    engine.issue(1)
+    engine.call(1)
+    tcp_poll.link.timeout_s = 0.5
+    tcp_poll.controller.answer_delay_s = 0.25
+    started = asyncio.get_running_loop().time()
+    await tcp_poll.poller.poll(tcp_poll.link.read)
+    assert asyncio.get_running_loop().time() - started > tcp_poll.link.timeout_s
+    assert tcp_poll.requests("timeout") == 0
+    assert [(e.window_id, e.action) for e in tcp_poll.store.stored] == [
+        ("w01", "opened"),
+        ("w01", "called"),
+    ]
+
+
+async def test_a_read_with_no_answer_times_out_and_the_next_read_gets_its_answer(
+    tcp_poll: Poll,
+) -> None:
+    layout = tcp_poll.poller.layout
+    assert layout.header_read is not None
+    tcp_poll.link.timeout_s = 0.2
+    tcp_poll.controller.fault = "silent"
+    with pytest.raises(DeviceTimeout, match=r"no answer within 0\.2 s"):
+        await tcp_poll.link.read(layout.header_read, layout.decode_header)
+    assert tcp_poll.requests("timeout") == 1
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0, "the watchdog's cancellation is taken back"
+    tcp_poll.controller.fault = None
+    header = await tcp_poll.link.read(layout.header_read, layout.decode_header)
+    assert header.windows == 3
+    assert tcp_poll.requests("ok") == 1
+
+
+async def test_a_cancellation_from_outside_wins_over_the_watchdog(tcp_poll: Poll) -> None:
+    """The gateway stopping a device while its read is being ended (the connection dropped) is
+    a cancellation, not a failed read: the task must stop."""
+    layout = tcp_poll.poller.layout
+    assert layout.header_read is not None
+    tcp_poll.controller.fault = "silent"
+    reader = asyncio.create_task(tcp_poll.link.read(layout.header_read, layout.decode_header))
+    await until(lambda: tcp_poll.controller.reads >= 1, what="the read to reach the controller")
+    # as pymodbus reports a dropped connection, and in the same turn the gateway stops the task
+    tcp_poll.link._on_connection(False)  # noqa: FBT003
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert tcp_poll.requests("io_error") == 0

@@ -17,7 +17,6 @@ ticket that was then replaced, a pause shorter than the poll) leaves no trace in
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any, Final, NamedTuple
 
@@ -49,16 +48,20 @@ class Baseline(NamedTuple):
     def first(cls, snapshot: Snapshot) -> Baseline:
         return cls(snapshot, (False,) * len(snapshot.windows))
 
-    def dumps(self) -> str:
-        """The baseline as text, kept in the store with the events that led to it."""
-        # this runs on every poll that finds a change, which mostly leaves all windows but one
-        # as they were: each window's text is made once and kept (see `_row_json`)
+    def dumps(self, texts: RowTexts | None = None) -> str:
+        """The baseline as text, kept in the store with the events that led to it.
+
+        `texts`: the rows' texts kept from this controller's last baselines. This runs on every
+        poll that finds a change, which mostly leaves every window but one as it was.
+        """
+        text = (RowTexts() if texts is None else texts).text
         snapshot = self.snapshot
+        windows = ",".join([text(2 + n, w) for n, w in enumerate(snapshot.windows)])
+        first_service = 2 + len(snapshot.windows)
+        services = ",".join([text(first_service + n, s) for n, s in enumerate(snapshot.services)])
         return (
-            f'{{"format":{BASELINE_FORMAT},"header":{_row_json(snapshot.header)},'
-            f'"windows":[{",".join(map(_row_json, snapshot.windows))}],'
-            f'"services":[{",".join(map(_row_json, snapshot.services))}],'
-            f'"finished":{_row_json(self.finished)}}}'
+            f'{{"format":{BASELINE_FORMAT},"header":{text(0, snapshot.header)},'
+            f'"windows":[{windows}],"services":[{services}],"finished":{text(1, self.finished)}}}'
         )
 
     @classmethod
@@ -81,11 +84,33 @@ class Baseline(NamedTuple):
         return cls(snapshot, finished)
 
 
-@functools.lru_cache(maxsize=4096)
-def _row_json(row: tuple[Any, ...]) -> str:
-    """One register row (a window, a service, the header) as JSON; a hall's rows repeat from
-    poll to poll, so the texts are kept (4096: every window of a large hall a few times over)."""
-    return json.dumps(row, separators=(",", ":"))
+class RowTexts:
+    """The JSON of each register row (the header, a window, a service, the finished flags) by
+    its place in one controller's baseline, kept from one baseline to the next.
+
+    A row is compared with the last row at its place (a tuple compare of a few small ints),
+    which is cheaper than hashing every row for a cache shared by all controllers.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[tuple[Any, ...], str] | None] = []
+
+    def text(self, place: int, row: tuple[Any, ...]) -> str:
+        rows = self._rows
+        if place < len(rows):
+            kept = rows[place]
+            if kept is not None and kept[0] == row:
+                return kept[1]
+        else:
+            rows.extend([None] * (place + 1 - len(rows)))
+        text = _ENCODE(row)
+        rows[place] = (row, text)
+        return text
+
+
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def compare(baseline: Baseline, current: Snapshot) -> tuple[list[Change], Baseline]:

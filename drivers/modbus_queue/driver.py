@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 from drivers.modbus_queue import rtu
-from drivers.modbus_queue.changes import Baseline, Change, compare
+from drivers.modbus_queue.changes import Baseline, Change, RowTexts, compare
 from drivers.modbus_queue.config import ModbusQueueConfig
 from drivers.modbus_queue.registers import (
     Header,
@@ -86,6 +86,7 @@ class QueuePoller:
         self._hub = hub
         self._roster = roster
         self._baseline: Baseline | None = None
+        self._baseline_texts = RowTexts()
         self._window_ids: dict[int, str] = {}
         self._window_values: dict[int, tuple[WindowState, dict[str, Any]]] = {}
         self._service_values: tuple[tuple[ServiceState, ...], dict[str, Any]] | None = None
@@ -202,7 +203,8 @@ class QueuePoller:
     async def _keep_first(self, baseline: Baseline) -> None:
         """Store the first baseline ever seen; without it, a restart takes its own first."""
         try:
-            await self._bus.publish_many([], cursor=(self.cursor_key, baseline.dumps()))
+            kept = baseline.dumps(self._baseline_texts)
+            await self._bus.publish_many([], cursor=(self.cursor_key, kept))
         except StoreError as err:
             log.warning("%s: first baseline not stored: %s", self.device_id, err)
 
@@ -229,8 +231,9 @@ class QueuePoller:
             )
             for index, change in enumerate(changes)
         ]
+        kept = following.dumps(self._baseline_texts)
         try:
-            await self._bus.publish_many(events, cursor=(self.cursor_key, following.dumps()))
+            await self._bus.publish_many(events, cursor=(self.cursor_key, kept))
         except StoreError as err:
             # the baseline stays: the next poll finds these changes again
             log.error("%s: %d queue events not stored: %s", self.device_id, len(events), err)

@@ -1,8 +1,10 @@
 """Modbus TCP to a queue controller: pymodbus's async client, its errors translated once, here.
 
 The gateway owns the link's life, not pymodbus: the client never reconnects or retries on its
-own (`reconnect_delay=0`, `retries=0`), every read runs under our own `asyncio.timeout`, and a
-connection the controller drops fails the read in flight at once instead of at its timeout.
+own (`reconnect_delay=0`, `retries=0`) and keeps no timer of its own (`timeout=None`: it then
+awaits its answer plainly). Every read must be answered within `timeout_s` of its start; one
+watchdog timer per link enforces that (see `TcpLink._watch`), and a connection the controller
+drops fails the read in flight at once instead of at its deadline.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -32,12 +35,20 @@ R = TypeVar("R")
 
 # opening a TCP connection to a controller on the hall's LAN
 CONNECT_TIMEOUT_S: Final = 3.0
-# pymodbus keeps a timeout of its own; it waits this much longer, so ours always fires first
-PYMODBUS_TIMEOUT_MARGIN_S: Final = 1.0
 # timeouts in a row after which the connection counts as half-open and is opened again
 TIMEOUTS_BEFORE_RECONNECT: Final = FAILURES_BEFORE_OFFLINE
 
 Counter = Callable[[RequestResult, float | None], None]
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """The read awaiting its answer: whose task, by when, and whether the watchdog ended it."""
+
+    task: asyncio.Task[Any]
+    deadline: float
+    cancelling: int  # the task's pending cancellations when the read began
+    expired: bool = False
 
 
 class TcpLink:
@@ -60,7 +71,8 @@ class TcpLink:
         self._count = count
         self._name = name
         self._client: AsyncModbusTcpClient | None = None
-        self._in_flight: asyncio.Timeout | None = None
+        self._in_flight: _InFlight | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
         self._timeouts = 0
 
     @property
@@ -76,14 +88,12 @@ class TcpLink:
             name=self._name,
             reconnect_delay=0,
             retries=0,
-            timeout=max(CONNECT_TIMEOUT_S, self.timeout_s) + PYMODBUS_TIMEOUT_MARGIN_S,
+            timeout=None,  # type: ignore[arg-type]  # handed to asyncio.wait_for: no timer
             trace_connect=self._on_connection,
         )
-        mark = cancel_mark()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 connected = bool(await client.connect())
-                deliver_lost_cancel(mark)
         except TimeoutError:
             connected = False
         except asyncio.CancelledError:
@@ -100,6 +110,9 @@ class TcpLink:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     async def read(self, request: Read, decode: Callable[[Sequence[int]], R]) -> R:
         """Read `request` and return `decode(registers)`; raise DeviceError, counted, on failure."""
@@ -108,15 +121,20 @@ class TcpLink:
         client = self._client
         if client is None or not client.connected:
             raise self._failed(DeviceIOError(f"{self._name}: not connected"), started)
-        mark = cancel_mark()
+        task = asyncio.current_task()
+        assert task is not None  # reads run in the device's task
+        flight = self._in_flight = _InFlight(task, started + self.timeout_s, task.cancelling())
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(flight.deadline, self._watch)
         try:
-            async with asyncio.timeout(self.timeout_s) as scope:
-                self._in_flight = scope
-                answer = await client.read_holding_registers(
-                    request.address, count=request.count, device_id=self.unit
-                )
-                deliver_lost_cancel(mark)
-        except TimeoutError as err:
+            answer = await client.read_holding_registers(
+                request.address, count=request.count, device_id=self.unit
+            )
+        except asyncio.CancelledError as err:
+            # the watchdog's own cancellation is a timeout, unless the task was also cancelled
+            # from outside (the gateway stopping it): that one goes on (as asyncio.timeout does)
+            if not flight.expired or task.uncancel() > flight.cancelling:
+                raise
             if not client.connected:
                 closed = DeviceIOError(f"{self._name}: connection closed by the controller")
                 raise self._failed(closed, started) from err
@@ -154,32 +172,31 @@ class TcpLink:
         self._count(err.result, asyncio.get_running_loop().time() - started)
         return err
 
+    def _watch(self) -> None:
+        """The watchdog's turn: end the read in flight if its deadline has come, else wait for
+        that deadline. A poll's reads share this one timer, armed again only when it fires
+        (about once per `timeout_s` while polling), not a timer set up and torn down per read."""
+        self._watchdog = None
+        flight = self._in_flight
+        if flight is None:
+            return  # between reads: the next read arms it
+        loop = asyncio.get_running_loop()
+        if flight.deadline <= loop.time():
+            self._expire(flight)
+        else:
+            self._watchdog = loop.call_at(flight.deadline, self._watch)
+
     def _on_connection(self, connected: bool) -> None:  # noqa: FBT001  # pymodbus's callback
-        if not connected and self._in_flight is not None:
+        flight = self._in_flight
+        if not connected and flight is not None:
             # the controller closed the connection: fail the read in flight now
-            self._in_flight.reschedule(asyncio.get_running_loop().time())
+            self._expire(flight)
 
-
-CancelMark = tuple["asyncio.Task[Any] | None", int]
-
-
-def cancel_mark() -> CancelMark:
-    """The current task and the cancellations requested of it so far, before an await."""
-    task = asyncio.current_task()
-    return task, 0 if task is None else task.cancelling()
-
-
-def deliver_lost_cancel(mark: CancelMark) -> None:
-    """Raise the cancellation pymodbus may have dropped since `mark`.
-
-    pymodbus awaits `asyncio.wait_for`, which on Python 3.11 returns a result that arrived in
-    the same loop iteration as a cancellation and drops the cancellation (fixed in 3.12): the
-    device's task would poll on after the gateway cancelled it. Inside our own timeout, this
-    also turns our own timeout's dropped cancellation back into a TimeoutError.
-    """
-    task, before = mark
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
+    @staticmethod
+    def _expire(flight: _InFlight) -> None:
+        if not flight.expired:
+            flight.expired = True
+            flight.task.cancel()
 
 
 def _exception_name(answer: object) -> str:
