@@ -135,9 +135,11 @@ async def bare_loop(
 ) -> tuple[Loop, Callable[[], None]]:
     """pymodbus alone, reading what the driver reads: the header, and when busy the plan.
 
-    `obliged`: plus what every request owes the house rules and the metrics contract (its own
-    asyncio.timeout, its count and duration in hallgw_device_requests_total and the histogram),
-    so that what is left between it and the driver is the driver's own work.
+    `obliged`: plus what every request owes the house rules and the metrics contract, done the
+    plain way (an asyncio.timeout per read, beside pymodbus's own timer; its count and duration
+    in hallgw_device_requests_total and the histogram). The driver bounds its reads with one
+    watchdog per link instead, so what is left between the two is the driver's own work less
+    what the watchdog saves.
     """
     layout = RegisterLayout(RegisterMap())
     assert layout.header_read is not None
