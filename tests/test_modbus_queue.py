@@ -703,10 +703,14 @@ async def test_a_read_with_no_answer_times_out_and_the_next_read_gets_its_answer
 ) -> None:
     layout = tcp_poll.poller.layout
     assert layout.header_read is not None
+    await tcp_poll.link.read(layout.header_read, layout.decode_header)  # arms the watchdog, 1 s
     tcp_poll.link.timeout_s = 0.2
     tcp_poll.controller.fault = "silent"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     with pytest.raises(DeviceTimeout, match=r"no answer within 0\.2 s"):
         await tcp_poll.link.read(layout.header_read, layout.decode_header)
+    assert loop.time() - started < 1.0, "the shorter deadline, not the one the watchdog had"
     assert tcp_poll.requests("timeout") == 1
     task = asyncio.current_task()
     assert task is not None
@@ -714,7 +718,7 @@ async def test_a_read_with_no_answer_times_out_and_the_next_read_gets_its_answer
     tcp_poll.controller.fault = None
     header = await tcp_poll.link.read(layout.header_read, layout.decode_header)
     assert header.windows == 3
-    assert tcp_poll.requests("ok") == 1
+    assert tcp_poll.requests("ok") == 2
 
 
 async def test_a_cancellation_from_outside_wins_over_the_watchdog(tcp_poll: Poll) -> None:

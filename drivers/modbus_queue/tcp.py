@@ -124,8 +124,9 @@ class TcpLink:
         task = asyncio.current_task()
         assert task is not None  # reads run in the device's task
         flight = self._in_flight = _InFlight(task, started + self.timeout_s, task.cancelling())
-        if self._watchdog is None:
-            self._watchdog = loop.call_at(flight.deadline, self._watch)
+        watchdog = self._watchdog
+        if watchdog is None or flight.deadline < watchdog.when():  # (a shorter timeout_s)
+            self._arm(flight.deadline)
         try:
             answer = await client.read_holding_registers(
                 request.address, count=request.count, device_id=self.unit
@@ -172,6 +173,11 @@ class TcpLink:
         self._count(err.result, asyncio.get_running_loop().time() - started)
         return err
 
+    def _arm(self, deadline: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = asyncio.get_running_loop().call_at(deadline, self._watch)
+
     def _watch(self) -> None:
         """The watchdog's turn: end the read in flight if its deadline has come, else wait for
         that deadline. A poll's reads share this one timer, armed again only when it fires
@@ -180,11 +186,10 @@ class TcpLink:
         flight = self._in_flight
         if flight is None:
             return  # between reads: the next read arms it
-        loop = asyncio.get_running_loop()
-        if flight.deadline <= loop.time():
+        if flight.deadline <= asyncio.get_running_loop().time():
             self._expire(flight)
         else:
-            self._watchdog = loop.call_at(flight.deadline, self._watch)
+            self._arm(flight.deadline)
 
     def _on_connection(self, connected: bool) -> None:  # noqa: FBT001  # pymodbus's callback
         flight = self._in_flight
