@@ -686,8 +686,8 @@ async def test_each_read_has_its_own_deadline_not_the_polls(tcp_poll: Poll) -> N
     engine.open(1)
     engine.issue(1)
     engine.call(1)
-    tcp_poll.link.timeout_s = 0.5
-    tcp_poll.controller.answer_delay_s = 0.25
+    tcp_poll.link.timeout_s = 0.8
+    tcp_poll.controller.answer_delay_s = 0.3  # three reads: 0.9 s
     started = asyncio.get_running_loop().time()
     await tcp_poll.poller.poll(tcp_poll.link.read)
     assert asyncio.get_running_loop().time() - started > tcp_poll.link.timeout_s
