@@ -1,4 +1,5 @@
-"""Fixtures shared by the suite: a real broker per test, and the checks every test gets."""
+"""Fixtures shared by the suite: a real broker per test, a pad bus and a kiosk agent, and the
+checks every test gets."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from simulators.ff68_pad import PadBus, SimPad
+from simulators.kiosk_http import KioskAgent
 from tests.support.harness import GatewayProcess
 from tests.support.mosquitto import Mosquitto
 
@@ -32,6 +35,29 @@ async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
         yield mosquitto
     finally:
         await mosquitto.stop()
+
+
+@pytest.fixture
+async def padbus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PadBus]:
+    """Simulated pads 1…N on a pty at `tmp_path/pads-1f`; N is the test module's `PADS`, or 2."""
+    pads = int(getattr(request.module, "PADS", 2))
+    bus = PadBus([SimPad(n) for n in range(1, pads + 1)])
+    await bus.open_pty(tmp_path / "pads-1f")
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[KioskAgent]:
+    """A simulated kiosk agent, K01, serving on a free loopback port."""
+    kiosk = KioskAgent("K01")
+    await kiosk.start()
+    try:
+        yield kiosk
+    finally:
+        await kiosk.crash()
 
 
 class _LoopBlocked(logging.Handler):

@@ -18,7 +18,7 @@ from gateway.alerts import Phase
 from gateway.alertservice import AlertService
 from gateway.config import Config, Secret, Secrets
 from gateway.runner import OFFLINE_POLL_S
-from simulators.ff68_pad import PadBus, SimPad
+from simulators.ff68_pad import PadBus
 from simulators.kiosk_http import KioskAgent
 from tests.support.harness import (
     API_TOKEN,
@@ -38,20 +38,10 @@ KIOSK = "kiosk-01"
 KIOSK_ALERT = f"device_offline-{KIOSK}"
 KIOSK_TOKEN = "kiosk-token-3b9c"
 BUS_ALERT = "bus_down-pads-1f"
-PADS = 6
+PADS = 6  # pads on the `padbus` fixture's bus (tests/conftest.py)
 # small enough that a test runs in seconds, as long as the rules they stand for in a real hall
 FOR_S = 1.0
 FLAP_S = 0.5
-
-
-@pytest.fixture
-async def agent() -> AsyncIterator[KioskAgent]:
-    kiosk = KioskAgent("K01")
-    await kiosk.start()
-    try:
-        yield kiosk
-    finally:
-        await kiosk.crash()
 
 
 @pytest.fixture
@@ -248,16 +238,6 @@ async def test_a_flapping_kiosk_is_one_alert(
         await robot.wait_for(lambda: robot.bodies, what="the first message")
         assert len(robot.bodies) == 1, "paged once"
         assert (await running.get("/api/v1/alerts"))[1][0]["alert_id"] == KIOSK_ALERT
-
-
-@pytest.fixture
-async def padbus(tmp_path: Path) -> AsyncIterator[PadBus]:
-    bus = PadBus([SimPad(n) for n in range(1, PADS + 1)])
-    await bus.open_pty(tmp_path / "pads-1f")
-    try:
-        yield bus
-    finally:
-        await bus.close()
 
 
 async def test_a_pad_bus_unplugged_is_one_bus_alert_not_one_per_pad(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from simulators.ff68_pad import PadBus, SimPad
+from simulators.ff68_pad import PadBus
 from tests.support.harness import (
     GatewayProcess,
     pad_hall,
@@ -24,19 +23,9 @@ from tests.support.mqtt import Recorder
 pytestmark = pytest.mark.fault
 
 ROOT = "hall/test-hall"
-PADS = 4
+PADS = 4  # pads on the `padbus` fixture's bus (tests/conftest.py)
 # mqtt.md's scenario: the broker is away this long while pads keep producing
 BROKER_OUTAGE_S = 10.0
-
-
-@pytest.fixture
-async def padbus(tmp_path: Path) -> AsyncIterator[PadBus]:
-    bus = PadBus([SimPad(n) for n in range(1, PADS + 1)])
-    await bus.open_pty(tmp_path / "pads-1f")
-    try:
-        yield bus
-    finally:
-        await bus.close()
 
 
 def one_fact_per_id(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

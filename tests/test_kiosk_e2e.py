@@ -7,13 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
-import pytest
 
 from gateway.app import Gateway
 from gateway.clock import FakeClock
@@ -28,16 +26,6 @@ ROOT = "hall/test-hall"
 KIOSK = "kiosk-01"
 TOKEN = "kiosk-token-3b9c"
 ZONE = ZoneInfo("Asia/Shanghai")
-
-
-@pytest.fixture
-async def agent() -> AsyncIterator[KioskAgent]:
-    kiosk = KioskAgent("K01")
-    await kiosk.start()
-    try:
-        yield kiosk
-    finally:
-        await kiosk.crash()
 
 
 def kiosk(device_id: str, base_url: str, **extra: Any) -> dict[str, Any]:

@@ -4,14 +4,11 @@ after a broker restart, passwords and TLS."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from gateway import CONTRACT_VERSION, __version__
 from gateway.config import Secret
-from simulators.ff68_pad import PadBus, SimPad
+from simulators.ff68_pad import PadBus
 from tests.support.harness import (
     GatewayProcess,
     api_secrets,
@@ -25,16 +22,6 @@ from tests.support.mosquitto import Mosquitto, make_tls_files
 from tests.support.mqtt import Recorder
 
 ROOT = "hall/test-hall"
-
-
-@pytest.fixture
-async def padbus(tmp_path: Path) -> AsyncIterator[PadBus]:
-    bus = PadBus([SimPad(n) for n in (1, 2)])
-    await bus.open_pty(tmp_path / "pads-1f")
-    try:
-        yield bus
-    finally:
-        await bus.close()
 
 
 async def test_gateway_state_is_retained_with_a_last_will(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Secret, Secrets
 from simulators.broker import find_program
-from simulators.ff68_pad import PadBus, SimPad
+from simulators.ff68_pad import PadBus
 from simulators.kiosk_http import KioskAgent
 from tests.support.harness import API_TOKEN, pad_hall, running_gateway, to_config
 from tests.support.mosquitto import Mosquitto
@@ -54,26 +54,6 @@ def dashboard_queries() -> list[str]:
 def rule_queries() -> list[str]:
     rules = yaml.safe_load((PROMETHEUS / "hallgw-rules.yml").read_text(encoding="utf-8"))
     return [r["expr"] for group in rules["groups"] for r in group["rules"]]
-
-
-@pytest.fixture
-async def padbus(tmp_path: Path) -> AsyncIterator[PadBus]:
-    bus = PadBus([SimPad(n) for n in (1, 2)])
-    await bus.open_pty(tmp_path / "pads-1f")
-    try:
-        yield bus
-    finally:
-        await bus.close()
-
-
-@pytest.fixture
-async def agent() -> AsyncIterator[KioskAgent]:
-    kiosk = KioskAgent("K01")
-    await kiosk.start()
-    try:
-        yield kiosk
-    finally:
-        await kiosk.crash()
 
 
 @pytest.fixture

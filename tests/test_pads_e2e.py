@@ -21,19 +21,9 @@ from tests.support.harness import (
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import Recorder, publish
 
-PADS = 4
+PADS = 4  # pads on the `padbus` fixture's bus (tests/conftest.py)
 ROOT = "hall/test-hall"
 EVENT_FIELDS = {"v", "event_id", "kind", "ts", "received_at", "device_id"}
-
-
-@pytest.fixture
-async def padbus(tmp_path: Path) -> AsyncIterator[PadBus]:
-    bus = PadBus([SimPad(n) for n in range(1, PADS + 1)])
-    await bus.open_pty(tmp_path / "pads-1f")
-    try:
-        yield bus
-    finally:
-        await bus.close()
 
 
 @pytest.fixture

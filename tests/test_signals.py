@@ -8,14 +8,13 @@ import copy
 import logging
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.alertservice import AlertService
-from simulators.ff68_pad import PadBus, SimPad
+from simulators.ff68_pad import PadBus
 from tests.support.harness import (
     GatewayProcess,
     api_secrets,
@@ -31,16 +30,6 @@ from tests.support.polling import until, until_async
 
 ROOT = "hall/test-hall"
 NEW_CARD = "0000000900"
-
-
-@pytest.fixture
-async def padbus(tmp_path: Path) -> AsyncIterator[PadBus]:
-    bus = PadBus([SimPad(n) for n in (1, 2)])
-    await bus.open_pty(tmp_path / "pads-1f")
-    try:
-        yield bus
-    finally:
-        await bus.close()
 
 
 def hall(tmp_path: Path, broker: Mosquitto) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from gateway.app import Gateway
 from gateway.config import parse_config
 from gateway.sdnotify import SystemdNotifier
 from simulators.broker import find_program
-from simulators.ff68_pad import PadBus, SimPad
+from simulators.ff68_pad import PadBus
 from tests.support.harness import (
     REPO,
     GatewayProcess,
@@ -168,16 +168,6 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
         yield listener
     finally:
         listener.close()
-
-
-@pytest.fixture
-async def padbus(tmp_path: Path) -> AsyncIterator[PadBus]:
-    bus = PadBus([SimPad(n) for n in (1, 2)])
-    await bus.open_pty(tmp_path / "pads-1f")
-    try:
-        yield bus
-    finally:
-        await bus.close()
 
 
 async def test_hallgw_tells_systemd_ready_feeds_the_watchdog_reloads_and_stops(
